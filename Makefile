@@ -1,0 +1,37 @@
+# Two entry points do all set-up on a fresh machine:
+#   make quickstart   the main job end to end on the embedded defaults
+#   make test         the whole test suite (CI runs this through .ci/run)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PLUGINS := $(sort $(wildcard plugins/*/setup.cfg))
+PLUGIN_DIRS := $(patsubst %/setup.cfg,%,$(PLUGINS))
+STAMP := $(VENV)/.installed
+
+.PHONY: venv quickstart test test-fast system-deps docs clean bench
+
+$(STAMP): setup.cfg requirements-test.txt $(PLUGINS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q -e . $(addprefix -e ,$(PLUGIN_DIRS))
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages some tests need (real registries, engines, Prometheus...). Only as root.
+system-deps:
+	@bash scripts/install-system-deps.sh
+
+quickstart: venv
+	$(PY) scripts/quickstart.py
+
+test: venv system-deps
+	$(PY) -m pytest -n 2 --dist loadgroup
+
+test-fast: venv
+	$(PY) -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) .mlops build *.egg-info

@@ -1,0 +1,312 @@
+"""Data that crosses module and plugin lines: small, immutable attrs classes.
+
+Backends return these, the core and the CLI consume them, and ``to_json`` turns
+any of them into plain JSON for ``--json`` output. Validation of names happens
+here, at the boundary, so every backend sees the same rules.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any, Generic, Mapping, TypeVar
+
+import attrs
+
+from .errors import InvalidInputError
+
+__all__ = [
+    "TensorSpec",
+    "Signature",
+    "ArtifactRef",
+    "Lineage",
+    "RegisteredModel",
+    "ModelVersion",
+    "AliasChange",
+    "Page",
+    "ModelURI",
+    "ImageRef",
+    "DeploymentSpec",
+    "Deployment",
+    "PredictionEvent",
+    "validate_model_name",
+    "validate_alias",
+    "validate_tag_key",
+    "utcnow",
+    "to_json",
+]
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
+_TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-/:]{1,250}$")
+
+#: Open Inference Protocol V2 tensor datatypes.
+DATATYPES = (
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BYTES",
+)
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def validate_model_name(name: str) -> str:
+    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+        raise InvalidInputError(
+            f"invalid model name {name!r}",
+            hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        )
+    return name
+
+
+def validate_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
+        raise InvalidInputError(
+            f"invalid alias {alias!r}",
+            hint="an alias starts with a letter, then up to 62 letters, digits, '_' or '-'; 'latest' is reserved",
+        )
+    return alias
+
+
+def validate_tag_key(key: str) -> str:
+    if not isinstance(key, str) or not _TAG_KEY.match(key):
+        raise InvalidInputError(
+            f"invalid tag key {key!r}", hint="use 1-250 letters, digits or any of '_.-/:'"
+        )
+    return key
+
+
+def _check_model_name(_inst: Any, _attr: Any, value: str) -> None:
+    validate_model_name(value)
+
+
+def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value or {})
+
+
+# --------------------------------------------------------------------- formats
+@attrs.frozen
+class TensorSpec:
+    """One named tensor of a model signature, as the V2 protocol describes it (-1 = any size)."""
+
+    name: str
+    datatype: str = attrs.field(validator=attrs.validators.in_(DATATYPES))
+    shape: tuple[int, ...] = attrs.field(converter=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TensorSpec":
+        try:
+            return cls(name=str(data["name"]), datatype=str(data["datatype"]), shape=[int(d) for d in data["shape"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"invalid tensor spec {data!r}: {exc}",
+                hint='a tensor spec is {"name": str, "datatype": one of ' + ", ".join(DATATYPES) + ', "shape": [int]}',
+            ) from None
+
+
+@attrs.frozen
+class Signature:
+    """What a model takes and returns; inferred from an example input at save time."""
+
+    inputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple, factory=tuple)
+    outputs: tuple[TensorSpec, ...] = attrs.field(converter=tuple, factory=tuple)
+    #: How a server hands decoded inputs to ``predict``: one "ndarray" (single input),
+    #: a pandas "dataframe" (one input per column), or a "dict" of name -> ndarray.
+    input_kind: str = attrs.field(default="ndarray", validator=attrs.validators.in_(("ndarray", "dataframe", "dict")))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+                "input_kind": self.input_kind}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "Signature":
+        data = data or {}
+        return cls(
+            inputs=[TensorSpec.from_dict(t) for t in data.get("inputs", [])],
+            outputs=[TensorSpec.from_dict(t) for t in data.get("outputs", [])],
+            input_kind=data.get("input_kind", "ndarray"),
+        )
+
+
+# -------------------------------------------------------------------- storage
+@attrs.frozen
+class ArtifactRef:
+    """Where a stored bundle lives: the store's URI and the sha256 digest of its manifest."""
+
+    uri: str
+    digest: str  # "sha256:<hex>" of the manifest; identifies the bundle content
+
+    def __str__(self) -> str:
+        return f"{self.uri}#{self.digest}"
+
+
+# ------------------------------------------------------------------- registry
+@attrs.frozen
+class Lineage:
+    """Where a version came from. All fields optional; registries store them verbatim."""
+
+    source_run: str | None = None
+    dataset_uri: str | None = None
+    parent_version: int | None = None
+
+
+@attrs.frozen
+class RegisteredModel:
+    name: str = attrs.field(validator=_check_model_name)
+    description: str = ""
+    tags: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_mapping)
+    aliases: Mapping[str, int] = attrs.field(factory=dict, converter=_freeze_mapping)
+    latest_version: int | None = None
+    created_at: _dt.datetime = attrs.field(factory=utcnow)
+    updated_at: _dt.datetime = attrs.field(factory=utcnow)
+
+
+@attrs.frozen
+class ModelVersion:
+    """One immutable version of a registered model (numbered 1..n without gaps per model)."""
+
+    model: str = attrs.field(validator=_check_model_name)
+    version: int
+    artifact: ArtifactRef
+    description: str = ""
+    tags: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_mapping)
+    aliases: tuple[str, ...] = attrs.field(factory=tuple, converter=tuple)
+    lineage: Lineage = attrs.field(factory=Lineage)
+    created_at: _dt.datetime = attrs.field(factory=utcnow)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.model}/{self.version}"
+
+
+@attrs.frozen
+class AliasChange:
+    """An alias now points at ``version`` (None when deleted); ``previous`` is where it pointed."""
+
+    model: str
+    alias: str
+    version: int | None
+    previous: int | None
+
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Page(Generic[T]):
+    """One page of a listing; pass ``next_token`` back to get the following page (None = last)."""
+
+    items: tuple[T, ...] = attrs.field(converter=tuple)
+    next_token: str | None = None
+
+
+@attrs.frozen
+class ModelURI:
+    """``models:/name`` (latest), ``models:/name/3`` or ``models:/name@alias``."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> "ModelURI":
+        rest = uri[len("models:/"):] if isinstance(uri, str) and uri.startswith("models:/") else None
+        if not rest:
+            raise InvalidInputError(
+                f"not a model URI: {uri!r}",
+                hint="use models:/NAME (latest), models:/NAME/VERSION or models:/NAME@ALIAS",
+            )
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            return cls(validate_model_name(name), alias=validate_alias(alias))
+        if "/" in rest:
+            name, ver = rest.rsplit("/", 1)
+            if not ver.isdigit() or int(ver) < 1:
+                raise InvalidInputError(f"bad version {ver!r} in {uri!r}", hint="versions are integers from 1")
+            return cls(validate_model_name(name), version=int(ver))
+        return cls(validate_model_name(rest))
+
+    def __str__(self) -> str:
+        if self.alias:
+            return f"models:/{self.name}@{self.alias}"
+        if self.version:
+            return f"models:/{self.name}/{self.version}"
+        return f"models:/{self.name}"
+
+
+# -------------------------------------------------------------------- builder
+@attrs.frozen
+class ImageRef:
+    """A built image: where it is (registry reference and/or OCI layout path) and its digest."""
+
+    reference: str
+    digest: str
+    layout: str | None = None
+    size: int | None = None
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_mapping)
+
+
+# ------------------------------------------------------------------- deployer
+@attrs.frozen
+class DeploymentSpec:
+    """What to run: one registered version, under a deployment name, with backend options."""
+
+    name: str = attrs.field(validator=_check_model_name)
+    model: str = attrs.field(validator=_check_model_name)
+    version: int
+    bundle_path: str | None = None  # a local, verified copy of the bundle, when the backend needs one
+    image: ImageRef | None = None
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+
+
+@attrs.frozen
+class Deployment:
+    """The observed state of a deployment. ``state`` is one of STATES."""
+
+    STATES = ("starting", "ready", "failed", "stopped", "unknown")
+
+    name: str
+    model: str
+    version: int
+    backend: str
+    state: str
+    url: str | None = None
+    previous_version: int | None = None
+    created_at: _dt.datetime = attrs.field(factory=utcnow)
+    updated_at: _dt.datetime = attrs.field(factory=utcnow)
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+
+
+# -------------------------------------------------------------------- monitor
+@attrs.frozen
+class PredictionEvent:
+    """One served prediction call (possibly a batch of rows), for monitors.
+
+    ``inputs`` and ``outputs`` map tensor names to decoded arrays (numpy when available).
+    """
+
+    model: str
+    version: int | None
+    inputs: Mapping[str, Any]
+    outputs: Mapping[str, Any]
+    latency_s: float
+    batch_size: int = 1
+    error: str | None = None
+    timestamp: float = 0.0
+
+
+def to_json(obj: Any) -> Any:
+    """Turn entities (and containers of them) into JSON-ready values."""
+    if attrs.has(type(obj)):
+        return {f.name: to_json(getattr(obj, f.name)) for f in attrs.fields(type(obj))}
+    if isinstance(obj, _dt.datetime):
+        return obj.isoformat()
+    if isinstance(obj, Mapping):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    return obj

@@ -1,0 +1,187 @@
+"""Every hook specification of mlops-core, grouped by lifecycle.
+
+Two kinds of hooks:
+
+* **Provider hooks** announce what a plugin offers. They are called once per
+  plugin manager, each plugin on its own, so one broken plugin cannot hide the
+  others. They must stay cheap: register import strings, never import heavy
+  libraries here.
+* **Event hooks** are broadcast to every plugin after something happened. Return
+  values are ignored. The core delivers events to each implementation
+  separately and isolates failures: an exception is logged and counted in
+  ``Hooks.event_errors`` but never stops the operation that fired the event.
+
+Implement a hook with :data:`mlops_core.hookimpl`::
+
+    from mlops_core import hookimpl
+
+    @hookimpl
+    def mlops_register_backends(backends):
+        backends.add_storage("mystore", "my_plugin.store:MyStore", config="my_plugin.store:MyStoreConfig")
+
+The reference page ``docs/hooks.md`` is generated from this module, in this order.
+Types are imported under TYPE_CHECKING only, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from .entities import AliasChange, Deployment, ImageRef, ModelVersion, PredictionEvent
+    from .plugins import BackendRegistrar
+
+PROJECT_NAME = "mlops_core"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# =============================================================================
+# Providers: what a plugin offers
+# =============================================================================
+
+
+@hookspec
+def mlops_register_backends(backends: "BackendRegistrar") -> None:
+    """Announce the backends this plugin offers, one call per backend.
+
+    Call ``backends.add_storage``, ``add_registry``, ``add_builder``,
+    ``add_deployer``, ``add_monitor`` or ``add_format`` with a backend name and
+    a ``"module:attribute"`` import string for the factory (and optionally for
+    an attrs config class). The module is imported only when a stack actually
+    builds that backend, so discovery stays fast however heavy the backend is.
+
+    :param backends: the registrar, bound to the calling plugin; it validates
+        names and raises :class:`~mlops_core.errors.PluginError` on a duplicate.
+    :return: nothing; the return value is ignored.
+
+    Called once per plugin manager, for each plugin separately (not firstresult).
+    """
+
+
+# =============================================================================
+# Events: bundles and the registry
+# =============================================================================
+
+
+@hookspec
+def mlops_bundle_saved(path: "Path", manifest: dict[str, Any]) -> None:
+    """A model was saved as a bundle.
+
+    :param path: the bundle folder, complete and verified.
+    :param manifest: the parsed JSON manifest (format, signature, files, requirements...).
+
+    Called after ``mlops_core.save`` wrote the last file. Return value ignored.
+    """
+
+
+@hookspec
+def mlops_version_registered(version: "ModelVersion") -> None:
+    """A new model version was committed to the registry.
+
+    :param version: the new version, with its artifact reference and lineage.
+
+    Called after the registry transaction committed. Return value ignored.
+    """
+
+
+@hookspec
+def mlops_alias_changed(change: "AliasChange") -> None:
+    """An alias was set, moved or deleted.
+
+    :param change: model, alias, the new version (None when deleted) and the previous one.
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_version_deleted(model: str, version: int) -> None:
+    """A model version was deleted from the registry (its number will not be reused).
+
+    :param model: model name.
+    :param version: the deleted version number.
+
+    Return value ignored.
+    """
+
+
+# =============================================================================
+# Events: images and deployments
+# =============================================================================
+
+
+@hookspec
+def mlops_image_built(version: "ModelVersion", image: "ImageRef") -> None:
+    """A builder produced an image (and pushed it, when asked) for a version.
+
+    :param version: the version that was built.
+    :param image: reference, digest, layout path and labels of the image.
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_deployment_changed(deployment: "Deployment", action: str) -> None:
+    """A deployment was created, updated, rolled back or deleted.
+
+    :param deployment: the deployment state after the action.
+    :param action: one of ``"deployed"``, ``"updated"``, ``"rolled_back"``, ``"deleted"``.
+
+    Return value ignored.
+    """
+
+
+# =============================================================================
+# Events: serving and monitoring
+# =============================================================================
+
+
+@hookspec
+def mlops_predictions_served(event: "PredictionEvent") -> None:
+    """A model server answered a prediction call (one request, or one adaptive batch).
+
+    Fired on the serving hot path, after the response is computed. Servers skip
+    building the event entirely when no plugin implements this hook, so it costs
+    nothing when nobody listens. Implementations must be fast and must not block;
+    hand heavy work to a background thread.
+
+    :param event: model, version, decoded inputs and outputs, latency, batch size, error.
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_drift_detected(report: Any) -> None:
+    """A drift monitor found a feature whose score crossed its threshold.
+
+    :param report: the drift monitor's report object (model, version, per-feature scores).
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_alert(alert: dict[str, Any]) -> None:
+    """Something needs a human: alerters (webhook, chat, pager) listen here.
+
+    :param alert: ``{"severity": "info"|"warning"|"critical", "title": str,
+        "model": str|None, "version": int|None, "details": dict}``.
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_collect_metrics() -> str | None:
+    """Return Prometheus text-format (0.0.4) lines for a server's ``/metrics`` page.
+
+    Called on every scrape; every non-None result is concatenated. Return None
+    when the plugin has nothing to expose.
+    """

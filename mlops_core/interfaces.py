@@ -1,0 +1,310 @@
+"""Abstract base classes: the few primitive methods a backend must implement.
+
+Each component has a *small required surface* (the abstract methods) and a rich
+*derived surface* built on it here or in the core workflows (the fsspec idea).
+Backends are built by the factory a plugin registers, as ``factory(config, context)``.
+Nothing here imports anything heavy.
+"""
+
+from __future__ import annotations
+
+import abc
+import posixpath
+import re
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+
+import attrs
+
+from .entities import (
+    AliasChange,
+    ArtifactRef,
+    Deployment,
+    DeploymentSpec,
+    ImageRef,
+    Lineage,
+    ModelURI,
+    ModelVersion,
+    Page,
+    RegisteredModel,
+)
+from .errors import InvalidInputError, NotFoundError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import Hooks
+
+__all__ = [
+    "BackendContext",
+    "Backend",
+    "ArtifactStore",
+    "ModelRegistry",
+    "ImageBuilder",
+    "Deployer",
+    "Monitor",
+    "ModelFormat",
+    "validate_key",
+]
+
+
+@attrs.frozen
+class BackendContext:
+    """What the core hands every backend factory besides its config.
+
+    ``home`` is the stack's local folder (``./.mlops`` by default) where embedded
+    backends keep state; ``hooks`` lets a backend fire events; ``name`` is the
+    backend name chosen in the stack.
+    """
+
+    home: Path
+    hooks: "Hooks"
+    name: str
+
+
+class Backend(abc.ABC):
+    """Common to every backend: a health check for ``mlops doctor`` and a close."""
+
+    def check(self) -> str:
+        """Return a one-line description if the backend is usable; raise MlopsError if not."""
+        return "ok"
+
+    def close(self) -> None:
+        """Release connections and files. Called when the stack is closed."""
+
+
+# --------------------------------------------------------------------- storage
+_BAD_KEY = re.compile(r"(^/)|(\\)|(^|/)\.\.?(/|$)|[\x00-\x1f]|//")
+
+
+def validate_key(key: str) -> str:
+    """Refuse keys that could escape the store root (absolute, '..', '.', backslash, control chars)."""
+    if not isinstance(key, str) or not key or _BAD_KEY.search(key) or posixpath.normpath(key) != key:
+        raise InvalidInputError(
+            f"unsafe artifact key {key!r}",
+            hint="keys are relative POSIX paths without '.', '..', '//', backslashes or control characters",
+        )
+    return key
+
+
+class ArtifactStore(Backend):
+    """A blob store addressed by relative keys.
+
+    Implement ``_write`` (atomic: readers never see a partial object), ``_open``,
+    ``_exists``, ``_list`` and ``_delete``. The public methods validate keys first,
+    so a backend never sees ``../`` tricks. Bundles are stored content-addressed on
+    top of this by :mod:`mlops_core.artifacts`.
+    """
+
+    #: Root URI of the store, recorded in ArtifactRef.uri.
+    uri: str = ""
+
+    @abc.abstractmethod
+    def _write(self, key: str, source: IO[bytes]) -> None:
+        """Store the bytes of ``source`` (read as a stream) under ``key``, atomically."""
+
+    @abc.abstractmethod
+    def _open(self, key: str) -> IO[bytes]:
+        """Open ``key`` for binary streaming reads; raise NotFoundError when absent."""
+
+    @abc.abstractmethod
+    def _exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
+    def _list(self, prefix: str) -> Iterator[str]:
+        """Yield every key that starts with ``prefix`` (a folder-like prefix, '' for all)."""
+
+    @abc.abstractmethod
+    def _delete(self, key: str) -> None:
+        """Remove ``key``; absent keys are not an error."""
+
+    # derived, validated surface -------------------------------------------
+    def write(self, key: str, source: IO[bytes]) -> None:
+        self._write(validate_key(key), source)
+
+    def open(self, key: str) -> IO[bytes]:
+        return self._open(validate_key(key))
+
+    def exists(self, key: str) -> bool:
+        return self._exists(validate_key(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        if prefix:
+            validate_key(prefix.rstrip("/"))
+        return sorted(self._list(prefix))
+
+    def delete(self, key: str) -> None:
+        self._delete(validate_key(key))
+
+    def read_bytes(self, key: str) -> bytes:
+        with self.open(key) as f:
+            return f.read()
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        import io
+
+        self.write(key, io.BytesIO(data))
+
+
+# -------------------------------------------------------------------- registry
+class ModelRegistry(Backend):
+    """Named models with monotonically numbered, immutable versions, aliases and tags.
+
+    Contract every implementation must keep (the conformance kit checks it):
+    versions of one model are numbered 1, 2, 3... with no gap and no duplicate,
+    even under concurrent writers; a deleted version's number is never reused;
+    an alias points at exactly one existing version.
+    """
+
+    @abc.abstractmethod
+    def create_version(
+        self,
+        model: str,
+        artifact: ArtifactRef,
+        *,
+        description: str = "",
+        tags: Mapping[str, str] | None = None,
+        lineage: Lineage | None = None,
+    ) -> ModelVersion:
+        """Create the next version of ``model`` (creating the model if needed)."""
+
+    @abc.abstractmethod
+    def get_model(self, model: str) -> RegisteredModel:
+        """Return the model or raise NotFoundError."""
+
+    @abc.abstractmethod
+    def search_models(
+        self,
+        *,
+        name_contains: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str | None = None,
+    ) -> Page[RegisteredModel]:
+        """Models ordered by name; ``tags`` must all match exactly."""
+
+    @abc.abstractmethod
+    def get_version(self, model: str, version: int) -> ModelVersion: ...
+
+    @abc.abstractmethod
+    def search_versions(
+        self,
+        model: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+        page_size: int = 100,
+        page_token: str | None = None,
+    ) -> Page[ModelVersion]:
+        """Versions ordered by (model, version descending)."""
+
+    @abc.abstractmethod
+    def set_alias(self, model: str, alias: str, version: int) -> AliasChange: ...
+
+    @abc.abstractmethod
+    def delete_alias(self, model: str, alias: str) -> AliasChange: ...
+
+    @abc.abstractmethod
+    def get_alias(self, model: str, alias: str) -> ModelVersion:
+        """The version ``alias`` points at, or NotFoundError."""
+
+    @abc.abstractmethod
+    def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
+        """Set (or with ``value=None`` remove) a tag on the model, or on one version."""
+
+    @abc.abstractmethod
+    def set_description(self, model: str, description: str, *, version: int | None = None) -> None: ...
+
+    @abc.abstractmethod
+    def delete_version(self, model: str, version: int) -> None:
+        """Delete one version (its aliases go with it); the number is never reused."""
+
+    @abc.abstractmethod
+    def delete_model(self, model: str) -> None: ...
+
+    # derived -------------------------------------------------------------
+    def latest_version(self, model: str) -> ModelVersion:
+        page = self.search_versions(model, page_size=1)
+        if not page.items:
+            raise NotFoundError(f"model {model!r} has no versions", hint="register one with `mlops models save`")
+        return page.items[0]
+
+    def resolve(self, uri: "str | ModelURI") -> ModelVersion:
+        """Resolve ``models:/name``, ``models:/name/3`` or ``models:/name@alias`` to a version."""
+        ref = uri if isinstance(uri, ModelURI) else ModelURI.parse(uri)
+        if ref.alias:
+            return self.get_alias(ref.name, ref.alias)
+        if ref.version:
+            return self.get_version(ref.name, ref.version)
+        return self.latest_version(ref.name)
+
+
+# --------------------------------------------------------------------- builder
+class ImageBuilder(Backend):
+    """Turns a registered version (with a verified local copy of its bundle) into a runnable artifact."""
+
+    @abc.abstractmethod
+    def build(self, version: ModelVersion, bundle_dir: Path, *, push: bool = False) -> ImageRef: ...
+
+
+# -------------------------------------------------------------------- deployer
+class Deployer(Backend):
+    """Runs versions behind the Open Inference Protocol V2.
+
+    ``deploy`` with a name that already exists is an *update*: the backend must
+    start the new version, wait until it is ready, switch traffic, and only then
+    stop the old one, recording the old version as ``previous_version``. Rollback
+    and version resolution live in the core, on top of these primitives.
+    """
+
+    @abc.abstractmethod
+    def deploy(self, spec: DeploymentSpec, *, wait: float = 60.0) -> Deployment: ...
+
+    @abc.abstractmethod
+    def get(self, name: str) -> Deployment:
+        """Observed state (a dead process or container shows as 'failed'); NotFoundError if unknown."""
+
+    @abc.abstractmethod
+    def list(self) -> Sequence[Deployment]: ...
+
+    @abc.abstractmethod
+    def logs(self, name: str, *, tail: int = 100) -> str: ...
+
+    @abc.abstractmethod
+    def delete(self, name: str) -> None:
+        """Stop and forget the deployment, draining in-flight requests."""
+
+
+# --------------------------------------------------------------------- monitor
+class Monitor(Backend):
+    """A monitor is a plugin object: implement any event hooks as methods marked ``@hookimpl``.
+
+    The stack registers each configured monitor with the plugin manager, so it
+    receives the same events as every other plugin. Event delivery isolates
+    monitors: an exception is logged and counted, never propagated to serving.
+    """
+
+
+# ---------------------------------------------------------------------- format
+class ModelFormat(abc.ABC):
+    """Saves and loads model objects inside a bundle folder.
+
+    Formats are not chosen in the stack: ``save`` picks the first format whose
+    ``can_save`` says yes (or the one named), and ``load`` uses the one named in
+    the bundle manifest.
+    """
+
+    #: Name recorded in the manifest's ``format`` field.
+    name: str = ""
+
+    @abc.abstractmethod
+    def can_save(self, model: Any) -> bool: ...
+
+    @abc.abstractmethod
+    def save(self, model: Any, directory: Path) -> Sequence[str]:
+        """Write the model's files into ``directory``; return their relative paths."""
+
+    @abc.abstractmethod
+    def load(self, directory: Path, manifest: Mapping[str, Any]) -> Any:
+        """Load the model. Called only after every file hash has been verified."""
+
+    def imported_modules(self, directory: Path) -> set[str]:
+        """Top-level modules the saved model needs (for requirement pinning); empty if unknown."""
+        return set()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
+    import argparse
     from pathlib import Path
 
     from .entities import AliasChange, Deployment, ImageRef, ModelVersion, PredictionEvent
@@ -60,6 +61,24 @@ def mlops_register_backends(backends: "BackendRegistrar") -> None:
     :return: nothing; the return value is ignored.
 
     Called once per plugin manager, for each plugin separately (not firstresult).
+    """
+
+
+@hookspec
+def mlops_add_cli_commands(subparsers: "argparse._SubParsersAction") -> None:
+    """Add top-level ``mlops`` subcommands (for example ``mlops serve``).
+
+    Add parsers with ``subparsers.add_parser(name, help=...)`` and set
+    ``parser.set_defaults(handler="module:function")``: the handler is imported
+    only when the command runs and is called as ``function(args) -> int`` (the
+    exit code). Raise :class:`~mlops_core.errors.MlopsError` for expected failures;
+    the CLI prints them without a traceback. Keep this hook import-cheap: it runs
+    on every ``mlops`` invocation, ``--help`` included.
+
+    :param subparsers: the ``argparse`` sub-parsers object of the ``mlops`` command.
+
+    Called once per CLI run, for each plugin separately; a plugin that raises is
+    reported by ``mlops plugins`` and the other commands keep working.
     """
 
 

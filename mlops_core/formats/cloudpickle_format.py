@@ -28,25 +28,36 @@ def pickled_modules(path: Path) -> set[str]:
     to cloudpickle's ``subimport`` (how by-value functions record their imports).
     """
     modules: set[str] = set()
-    strings: list[str] = []  # recent string pushes, for STACK_GLOBAL and subimport arguments
-    pending_import = False
+    recent: list[str | None] = []  # values of the latest pushes that may be strings
+    memo: dict[int, str | None] = {}
+    pending_import = False  # the last global was an importer: the next string is a module name
     with open(path, "rb") as f:
         for op, arg, _pos in pickletools.genops(f):
             name = op.name
+            pushed: str | None = None
             if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                if pending_import and isinstance(arg, str):
-                    modules.add(arg.split(".")[0])
-                    pending_import = False
-                strings.append(arg)
-                del strings[:-2]
+                pushed = arg
+            elif name in ("BINGET", "LONG_BINGET", "GET"):
+                pushed = memo.get(int(arg))
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1] if recent else None
+                continue
+            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[int(arg)] = recent[-1] if recent else None
+                continue
             elif name == "GLOBAL":
                 module, _, qual = str(arg).partition(" ")
                 modules.add(module.split(".")[0])
                 pending_import = (module, qual) in _IMPORTERS
-            elif name == "STACK_GLOBAL" and len(strings) >= 2:
-                module, qual = strings[-2], strings[-1]
+            elif name == "STACK_GLOBAL" and len(recent) >= 2 and recent[-2] and recent[-1]:
+                module, qual = recent[-2], recent[-1]
                 modules.add(module.split(".")[0])
                 pending_import = (module, qual) in _IMPORTERS
+            if pushed is not None and pending_import:
+                modules.add(pushed.split(".")[0])
+                pending_import = False
+            recent.append(pushed)
+            del recent[:-2]
     modules.discard("")
     modules.difference_update({"builtins", "__builtin__", "copyreg", "__main__"})
     return {m for m in modules if m not in sys.stdlib_module_names}

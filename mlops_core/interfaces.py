@@ -254,6 +254,10 @@ class Deployer(Backend):
     and version resolution live in the core, on top of these primitives.
     """
 
+    #: True when the backend runs images: the core then builds one with the
+    #: stack's builder and passes it as ``spec.image``.
+    requires_image: bool = False
+
     @abc.abstractmethod
     def deploy(self, spec: DeploymentSpec, *, wait: float = 60.0) -> Deployment: ...
 

@@ -212,7 +212,14 @@ class FsspecArtifactStore(ArtifactStore):
                 # every reader would share; a private copy is cheap since it is in RAM anyway.
                 return io.BytesIO(self._fs.cat_file(path))
             self._fs.invalidate_cache(path)
-            return self._fs.open(path, "rb", block_size=CHUNK_SIZE * 4)
+            f = self._fs.open(path, "rb", block_size=CHUNK_SIZE * 4)
+        # Object stores happily "open" a prefix that only has keys below it, as an empty file.
+        details = getattr(f, "details", None)
+        if isinstance(details, dict) and details.get("type", "file") != "file":
+            f.close()
+            raise NotFoundError(f"no artifact {key!r} in {self.uri} (it is a folder of other keys)",
+                                hint="check the key, or list the store's keys")
+        return f
 
     def _exists(self, key: str) -> bool:
         path = self._path(key)

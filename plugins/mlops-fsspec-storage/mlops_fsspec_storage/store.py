@@ -178,11 +178,11 @@ class FsspecArtifactStore(ArtifactStore):
                 f = self._fs.open(path, "wb")
             try:
                 self._copy(key, source, f)
+                with self._errors("write", key):
+                    f.close()  # the object appears here, whole (one PUT or CompleteMultipartUpload)
             except BaseException:
-                _discard_upload(f)
+                _discard_upload(f)  # also when completing failed: abort the multipart upload
                 raise
-            with self._errors("write", key):
-                f.close()  # the object appears here, whole (one PUT or CompleteMultipartUpload)
             return
 
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"

@@ -414,3 +414,35 @@ def test_random_bytes_round_trip_under_random_valid_keys(kind, data):
         for key in data:
             store.delete(key)
         assert store.list() == []
+
+
+# ----------------------------------------------------------------- with mlops_core.artifacts
+def test_bundles_round_trip_through_the_store(store, tmp_path):
+    import json
+
+    from mlops_core.artifacts import blob_key, pull_bundle, push_bundle
+    from mlops_core.errors import IntegrityError
+
+    files = {"model.pkl": os.urandom(2 * CHUNK_SIZE + 1), "conf/params.json": b"{}", "copy.pkl": b""}
+    bundle = tmp_path / "bundle"
+    entries = []
+    for rel, data in files.items():
+        (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / rel).write_bytes(data)
+        entries.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
+    (bundle / "manifest.json").write_text(json.dumps({"files": entries}))
+
+    ref = push_bundle(store, bundle)
+    assert ref.uri == store.uri
+    assert push_bundle(store, bundle) == ref
+    assert len(store.list("blobs/")) == len(files) + 1
+
+    dest = pull_bundle(store, ref, tmp_path / "pulled")
+    assert all((dest / rel).read_bytes() == data for rel, data in files.items())
+
+    key = blob_key(hashlib.sha256(files["model.pkl"]).hexdigest())
+    stored = store.read_bytes(key)
+    store.write_bytes(key, bytes([stored[0] ^ 0xFF]) + stored[1:])
+    with pytest.raises(IntegrityError):
+        pull_bundle(store, ref, tmp_path / "pulled-again")
+    assert not (tmp_path / "pulled-again").exists()

@@ -33,5 +33,13 @@ test: venv system-deps
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
 
+# The peers (MLflow, MLServer) live in their own venv so they never leak into ours.
+bench-venv:
+	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q -r benchmarks/requirements.txt
+
+bench: venv bench-venv
+	@for b in $(sort $(wildcard benchmarks/bench_*.py benchmarks/*/bench_*.py)); do echo "## $$b"; $(PY) $$b || exit 1; done
+
 clean:
 	rm -rf $(VENV) .mlops build *.egg-info

@@ -446,3 +446,12 @@ def test_bundles_round_trip_through_the_store(store, tmp_path):
     with pytest.raises(IntegrityError):
         pull_bundle(store, ref, tmp_path / "pulled-again")
     assert not (tmp_path / "pulled-again").exists()
+
+
+def test_storage_options_from_the_environment_are_json():
+    assert FsspecStorageConfig(storage_options='{"anon": true}').storage_options == {"anon": True}
+    assert FsspecStorageConfig(storage_options="").storage_options == {}
+    with pytest.raises(ValueError, match="JSON"):
+        FsspecStorageConfig(storage_options="anon=true")
+    with pytest.raises(ValueError, match="url"):
+        FsspecStorageConfig(url="")

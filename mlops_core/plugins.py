@@ -67,7 +67,7 @@ hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT_NAME)
 INSTALL_HINTS: Mapping[tuple[str, str], str] = {
     ("storage", "fsspec"): "plugins/mlops-fsspec-storage (pip install mlops-fsspec-storage)",
     ("registry", "sqlite"): "plugins/mlops-sqlite-registry (pip install mlops-sqlite-registry)",
-    ("deployer", "process"): "plugins/mlops-server (pip install mlops-server)",
+    ("deployer", "process"): "plugins/mlops-process-deployer (pip install mlops-process-deployer)",
     ("builder", "oci"): "plugins/mlops-oci (pip install mlops-oci)",
     ("builder", "dockerfile"): "plugins/mlops-oci (pip install mlops-oci)",
     ("deployer", "container"): "plugins/mlops-oci (pip install mlops-oci)",

@@ -231,7 +231,7 @@ def test_unknown_backend_lists_installed_and_names_package():
     assert "sqlite" in err.value.hint
     with pytest.raises(BackendNotFoundError) as err:
         PluginManager(autoload=False).catalog.get("deployer", "process")
-    assert "mlops-server" in err.value.hint
+    assert "mlops-process-deployer" in err.value.hint
 
 
 def test_raising_event_hook_is_isolated_and_counted():

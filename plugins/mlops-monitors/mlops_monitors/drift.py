@@ -1,0 +1,496 @@
+"""The ``drift`` monitor: reference profiles vs a sliding window of served inputs.
+
+Per model version, the window is a ring of ``subwindows`` sub-windows of
+``window_rows / subwindows`` rows each; each sub-window holds, per feature, the
+counts in the reference profile's bins (numeric) or categories (categorical).
+Merging is a sum, rotation zeroes the oldest slot, and memory is fixed at
+``subwindows x bins`` integers per feature however many rows flow through.
+
+Every ``evaluate_every`` rows (default: one sub-window) the merged window is
+scored against the profile (PSI, KS, Jensen-Shannon for numeric features;
+chi-squared plus PSI and JS for categorical ones). The *method* chosen per kind
+decides drift against its threshold. When a feature newly crosses, the monitor
+fires ``mlops_drift_detected(report)`` and an ``mlops_alert``; scores are on
+``/metrics`` as ``mlops_drift_score``. All of this runs on a background thread:
+the event handler only enqueues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import attrs
+import numpy as np
+
+from mlops_core.entities import utcnow
+from mlops_core.errors import NotFoundError
+from mlops_core.plugins import hookimpl
+
+from . import stats
+from ._base import MonitorBase
+from ._worker import BackgroundWorker
+from .profile import (FeatureProfile, ReferenceProfile, build_profile, extract_features, load_profile, save_profile,
+                      tensors_from_example)
+from .prometheus import escape_label, fmt_float
+
+__all__ = ["DriftConfig", "DriftMonitor", "DriftReport", "FeatureDrift", "FeatureWindow", "ModelWindow",
+           "analyze", "evaluate", "report_key", "create_monitor"]
+
+log = logging.getLogger("mlops_monitors.drift")
+
+NUMERIC_METHODS = ("psi", "ks", "js")
+CATEGORICAL_METHODS = ("chi2", "psi", "js")
+#: Files a bundle may carry with an example batch to profile at registration.
+EXAMPLE_FILES = ("example.npz", "example.npy", "reference.npz", "reference.npy")
+
+
+def report_key(model: str, version: int | str) -> str:
+    return f"drift/{model}/{version}/latest.json"
+
+
+@attrs.frozen
+class DriftConfig:
+    """Settings of ``[[monitors]] backend = "drift"``.
+
+    Window: ``window_rows`` rows in ``subwindows`` slots; scored every
+    ``evaluate_every`` rows (0: once per slot) once ``min_rows`` are in.
+    Decision: ``numeric_method`` (psi|ks|js) and ``categorical_method``
+    (chi2|psi|js) against ``psi_threshold``, ``ks_threshold``, ``js_threshold``;
+    chi2 drifts when p < ``chi2_alpha`` *and* Cramer's V >= ``chi2_min_effect``
+    (large windows make any difference significant; the effect size keeps the
+    alarm meaningful). ``features``: only these (default all profiled);
+    ``categorical``: treat these as categorical when capturing profiles.
+    """
+
+    window_rows: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
+    subwindows: int = attrs.field(default=10, validator=attrs.validators.gt(0))
+    evaluate_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    min_rows: int = attrs.field(default=500, validator=attrs.validators.ge(1))
+    numeric_method: str = attrs.field(default="psi", validator=attrs.validators.in_(NUMERIC_METHODS))
+    categorical_method: str = attrs.field(default="chi2", validator=attrs.validators.in_(CATEGORICAL_METHODS))
+    psi_threshold: float = 0.1
+    ks_threshold: float = 0.1
+    js_threshold: float = 0.1
+    chi2_alpha: float = 0.001
+    chi2_min_effect: float = 0.1
+    features: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    categorical: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    n_bins: int = attrs.field(default=20, validator=attrs.validators.ge(2))
+    max_categories: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    queue_size: int = 1000
+    capture_on_register: bool = True
+    persist_interval_s: float = 30.0
+    profile_retry_s: float = 60.0
+    alert_severity: str = attrs.field(default="warning", validator=attrs.validators.in_(("info", "warning", "critical")))
+
+    def threshold(self, method: str) -> float:
+        return {"psi": self.psi_threshold, "ks": self.ks_threshold, "js": self.js_threshold,
+                "chi2": self.chi2_alpha}[method]
+
+
+# ------------------------------------------------------------------- reports
+@attrs.frozen
+class FeatureDrift:
+    """Scores of one feature: ``score`` is the deciding method's value (a p-value for chi2)."""
+
+    name: str
+    kind: str
+    method: str
+    score: float
+    threshold: float
+    drifted: bool
+    scores: Mapping[str, float] = attrs.field(factory=dict, converter=dict)
+    rows: int = 0
+    missing: int = 0
+    counts: tuple[int, ...] = attrs.field(default=(), converter=tuple)  # current window, over the profile's bins
+
+
+@attrs.frozen
+class DriftReport:
+    """The result of one evaluation of a window (or an offline batch) against a profile."""
+
+    model: str
+    version: int | None
+    rows: int
+    features: tuple[FeatureDrift, ...] = attrs.field(converter=tuple)
+    created_at: str = attrs.field(factory=lambda: utcnow().isoformat())
+    source: str = "serving"
+
+    @property
+    def drifted(self) -> list[str]:
+        return [f.name for f in self.features if f.drifted]
+
+    @property
+    def has_drift(self) -> bool:
+        return any(f.drifted for f in self.features)
+
+    def feature(self, name: str) -> FeatureDrift:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "mlops-monitors/drift-report/v1", "model": self.model, "version": self.version,
+                "rows": self.rows, "created_at": self.created_at, "source": self.source,
+                "drifted": self.drifted,
+                "features": [attrs.asdict(f) | {"counts": list(f.counts)} for f in self.features]}
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict()).encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "DriftReport":
+        return cls(model=data["model"], version=data["version"], rows=data["rows"],
+                   features=[FeatureDrift(**f) for f in data["features"]], created_at=data["created_at"],
+                   source=data.get("source", ""))
+
+
+# -------------------------------------------------------------------- windows
+class FeatureWindow:
+    """Bin counts of one feature in each sub-window: a (subwindows x bins) integer array."""
+
+    __slots__ = ("profile", "counts", "missing", "_edges")
+
+    def __init__(self, profile: FeatureProfile, slots: int) -> None:
+        self.profile = profile
+        self.counts = np.zeros((slots, profile.n_bins), dtype=np.int64)
+        self.missing = np.zeros(slots, dtype=np.int64)
+        self._edges = np.asarray(profile.edges, dtype=np.float64)
+
+    def add(self, slot: int, values: np.ndarray) -> None:
+        if self.profile.kind == "numeric":
+            try:
+                v = values.astype(np.float64, copy=False)
+            except (TypeError, ValueError):
+                self.missing[slot] += values.size  # a non-numeric value where numbers were profiled
+                return
+            nan = np.isnan(v)
+            if nan.any():
+                self.missing[slot] += int(nan.sum())
+                v = v[~nan]
+            idx = np.searchsorted(self._edges, v, side="right")
+        else:
+            idx = self.profile.bin_index(values)
+        self.counts[slot] += np.bincount(idx, minlength=self.counts.shape[1])
+
+    def clear(self, slot: int) -> None:
+        self.counts[slot] = 0
+        self.missing[slot] = 0
+
+    def merged(self) -> np.ndarray:
+        return self.counts.sum(axis=0)
+
+
+class ModelWindow:
+    """The sliding window of one model version: a ring of sub-windows over every profiled feature.
+
+    ``window_rows=None`` makes one unbounded slot (offline analysis of a whole batch).
+    """
+
+    def __init__(self, profile: ReferenceProfile, *, window_rows: int | None = 10_000, subwindows: int = 10,
+                 features: Iterable[str] = ()) -> None:
+        wanted = set(features)
+        self.profile = profile
+        self.slots = subwindows if window_rows else 1
+        self.slot_rows = max(1, window_rows // subwindows) if window_rows else None
+        self.features = {n: FeatureWindow(fp, self.slots) for n, fp in profile.features.items()
+                         if not wanted or n in wanted}
+        self.rows = np.zeros(self.slots, dtype=np.int64)
+        self.pos = 0
+        self.since_eval = 0
+        self.total_rows = 0
+
+    def add(self, features: Mapping[str, np.ndarray]) -> None:
+        present = [(fw, features[n]) for n, fw in self.features.items() if n in features]
+        if not present:
+            return
+        n = max(v.shape[0] for _, v in present)
+        start = 0
+        while start < n:
+            if self.slot_rows is None:
+                take = n
+            else:
+                room = self.slot_rows - int(self.rows[self.pos])
+                if room <= 0:
+                    self.pos = (self.pos + 1) % self.slots
+                    self.rows[self.pos] = 0
+                    for fw in self.features.values():
+                        fw.clear(self.pos)
+                    room = self.slot_rows
+                take = min(room, n - start)
+            for fw, values in present:
+                part = values[start:start + take]
+                if part.size:
+                    fw.add(self.pos, part)
+            self.rows[self.pos] += take
+            start += take
+        self.since_eval += n
+        self.total_rows += n
+
+    @property
+    def window_rows(self) -> int:
+        return int(self.rows.sum())
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.rows.nbytes + sum(fw.counts.nbytes + fw.missing.nbytes for fw in self.features.values()))
+
+
+def evaluate(window: ModelWindow, config: DriftConfig, source: str = "serving") -> DriftReport:
+    """Score every feature of ``window`` against its reference profile."""
+    out = []
+    for name, fw in window.features.items():
+        fp = fw.profile
+        ref = np.asarray(fp.counts, dtype=np.float64)
+        cur = fw.merged()
+        rows = int(cur.sum())
+        scores = {"psi": stats.psi(ref, cur), "js": stats.js_distance(ref, cur)}
+        if fp.kind == "numeric":
+            scores["ks"] = stats.ks_statistic(ref, cur)
+            method = config.numeric_method
+            score = scores[method]
+            drifted = rows > 0 and score >= config.threshold(method)
+        else:
+            stat, pvalue, effect = stats.chi2_test(ref, cur)
+            scores.update({"chi2": stat, "chi2_pvalue": pvalue, "cramers_v": effect})
+            method = config.categorical_method
+            if method == "chi2":
+                score = pvalue
+                drifted = rows > 0 and pvalue < config.chi2_alpha and effect >= config.chi2_min_effect
+            else:
+                score = scores[method]
+                drifted = rows > 0 and score >= config.threshold(method)
+        out.append(FeatureDrift(name=name, kind=fp.kind, method=method, score=float(score),
+                                threshold=config.threshold(method), drifted=bool(drifted),
+                                scores={k: float(v) for k, v in scores.items()}, rows=rows,
+                                missing=int(fw.missing.sum()), counts=cur.tolist()))
+    return DriftReport(model=window.profile.model, version=window.profile.version, rows=window.window_rows,
+                       features=out, source=source)
+
+
+def analyze(profile: ReferenceProfile, batches: Iterable[Mapping[str, Any]], config: DriftConfig | None = None,
+            source: str = "offline") -> DriftReport:
+    """Score whole batches of inputs (tensor dicts, or raw examples) against ``profile`` (offline, replay)."""
+    config = config or DriftConfig()
+    window = ModelWindow(profile, window_rows=None, features=config.features)
+    for batch in batches:
+        tensors = batch if isinstance(batch, Mapping) else tensors_from_example(batch)
+        window.add(extract_features(tensors))
+    return evaluate(window, config, source=source)
+
+
+# -------------------------------------------------------------------- monitor
+class DriftMonitor(MonitorBase):
+    """Scores served inputs against each version's reference profile, off the serving thread."""
+
+    kind = "drift"
+
+    def __init__(self, config: DriftConfig | None = None, context: Any = None, storage: Any = None) -> None:
+        super().__init__(context, storage)
+        self.config = config or DriftConfig()
+        self._lock = threading.Lock()
+        self._profiles: dict[tuple[str, int | None], ReferenceProfile | None] = {}
+        self._profile_misses: dict[tuple[str, int | None], float] = {}
+        self._windows: dict[tuple[str, int | None], ModelWindow] = {}
+        self._latest: dict[tuple[str, int | None], DriftReport] = {}
+        self._alerted: dict[tuple[str, int | None], set[str]] = {}
+        self._dirty: set[tuple[str, int | None]] = set()
+        self._pending_examples: dict[str, Path] = {}
+        self._last_persist = time.monotonic()
+        self.unprofiled_events = 0
+        self.worker = BackgroundWorker("drift", self._process, maxsize=self.config.queue_size,
+                                       tick=self._tick, tick_interval_s=1.0)
+
+    # ---------------------------------------------------------- event hooks
+    @hookimpl
+    def mlops_predictions_served(self, event: Any) -> None:
+        if event.error is None:
+            self.worker.submit(("predictions", event))
+
+    @hookimpl
+    def mlops_bundle_saved(self, path: Any, manifest: dict[str, Any]) -> None:
+        if self.config.capture_on_register:
+            self.worker.submit(("bundle", (Path(path), manifest)))
+
+    @hookimpl
+    def mlops_version_registered(self, version: Any) -> None:
+        if self.config.capture_on_register:
+            self.worker.submit(("registered", version))
+
+    @hookimpl
+    def mlops_collect_metrics(self) -> str:
+        with self._lock:
+            reports = sorted(self._latest.values(), key=lambda r: (r.model, str(r.version)))
+        if not reports:
+            return ""
+        out = ["# HELP mlops_drift_score Drift score of a feature's serving window against its reference "
+               "profile, per method (chi2_pvalue is a p-value).\n# TYPE mlops_drift_score gauge\n"]
+        for r in reports:
+            for f in r.features:
+                for method, value in sorted(f.scores.items()):
+                    out.append(f'mlops_drift_score{{model="{escape_label(r.model)}",version="{r.version}",'
+                               f'feature="{escape_label(f.name)}",method="{method}"}} {fmt_float(value)}\n')
+        out.append("# HELP mlops_drift_detected 1 when the feature's deciding score crossed its threshold.\n"
+                   "# TYPE mlops_drift_detected gauge\n")
+        for r in reports:
+            for f in r.features:
+                out.append(f'mlops_drift_detected{{model="{escape_label(r.model)}",version="{r.version}",'
+                           f'feature="{escape_label(f.name)}"}} {int(f.drifted)}\n')
+        out.append("# HELP mlops_drift_window_rows Rows in the sliding window last scored.\n"
+                   "# TYPE mlops_drift_window_rows gauge\n")
+        for r in reports:
+            out.append(f'mlops_drift_window_rows{{model="{escape_label(r.model)}",version="{r.version}"}} {r.rows}\n')
+        return "".join(out)
+
+    # ------------------------------------------------------------- public API
+    def set_profile(self, profile: ReferenceProfile, *, save: bool = False) -> None:
+        """Use ``profile`` for its model version (and store it with ``save=True``)."""
+        if save:
+            save_profile(self.storage, profile)
+        with self._lock:
+            key = (profile.model, profile.version)
+            self._profiles[key] = profile
+            self._windows.pop(key, None)
+
+    def capture_profile(self, model: str, version: int, data: Any, *, save: bool = True) -> ReferenceProfile:
+        """Profile training data (an array, DataFrame, dict of arrays) for a version and use it."""
+        tensors = data if isinstance(data, Mapping) else tensors_from_example(data)
+        profile = build_profile(lambda: [tensors], model=model, version=version, n_bins=self.config.n_bins,
+                                max_categories=self.config.max_categories, categorical=self.config.categorical)
+        self.set_profile(profile, save=save)
+        return profile
+
+    def latest_report(self, model: str, version: int | None) -> DriftReport | None:
+        with self._lock:
+            return self._latest.get((model, version))
+
+    def window(self, model: str, version: int | None) -> ModelWindow | None:
+        return self._windows.get((model, version))
+
+    # ------------------------------------------------------ background work
+    def _process(self, item: tuple[str, Any]) -> None:
+        kind, payload = item
+        if kind == "predictions":
+            self._observe(payload)
+        elif kind == "bundle":
+            self._remember_example(*payload)
+        elif kind == "registered":
+            self._capture_registered(payload)
+
+    def _profile_for(self, key: tuple[str, int | None]) -> ReferenceProfile | None:
+        if key in self._profiles and self._profiles[key] is not None:
+            return self._profiles[key]
+        missed = self._profile_misses.get(key)
+        if key[1] is None or (missed is not None and time.monotonic() - missed < self.config.profile_retry_s):
+            return None
+        try:
+            profile = load_profile(self.storage, key[0], key[1])
+        except NotFoundError:
+            self._profile_misses[key] = time.monotonic()
+            log.info("no reference profile for models:/%s/%s yet; drift is not scored", *key)
+            return None
+        with self._lock:
+            self._profiles[key] = profile
+        return profile
+
+    def _observe(self, event: Any) -> None:
+        key = (event.model, event.version)
+        profile = self._profile_for(key)
+        if profile is None:
+            self.unprofiled_events += 1
+            return
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = ModelWindow(profile, window_rows=self.config.window_rows,
+                                                      subwindows=self.config.subwindows,
+                                                      features=self.config.features)
+        window.add(extract_features(event.inputs))
+        every = self.config.evaluate_every or window.slot_rows or self.config.window_rows
+        if window.since_eval >= every and window.window_rows >= self.config.min_rows:
+            window.since_eval = 0
+            self._publish(key, evaluate(window, self.config))
+
+    def _publish(self, key: tuple[str, int | None], report: DriftReport) -> None:
+        with self._lock:
+            self._latest[key] = report
+            self._dirty.add(key)
+        drifted = set(report.drifted)
+        new = drifted - self._alerted.get(key, set())
+        self._alerted[key] = drifted  # a feature that recovers and drifts again alerts again
+        if new and self.hooks is not None:
+            self.hooks.drift_detected(report)
+            worst = max((f for f in report.features if f.drifted), key=lambda f: f.scores.get("psi", 0.0))
+            self.hooks.alert({
+                "severity": self.config.alert_severity,
+                "title": f"drift on {len(drifted)} feature(s) of models:/{report.model}/{report.version}: "
+                         + ", ".join(sorted(drifted)[:5]),
+                "model": report.model, "version": report.version,
+                "details": {"features": sorted(drifted), "new": sorted(new), "window_rows": report.rows,
+                            "worst": {"feature": worst.name, "method": worst.method, "score": worst.score,
+                                      "threshold": worst.threshold}},
+            })
+
+    def _tick(self) -> None:
+        if time.monotonic() - self._last_persist >= self.config.persist_interval_s:
+            self.persist()
+
+    def persist(self) -> None:
+        """Write the latest report of every changed version to ``drift/<model>/<version>/latest.json``."""
+        self._last_persist = time.monotonic()
+        with self._lock:
+            dirty = [(k, self._latest[k]) for k in self._dirty]
+            self._dirty.clear()
+        for (model, version), report in dirty:
+            self.storage.write_bytes(report_key(model, version), report.to_json())
+
+    # ------------------------------------------------ profiles at registration
+    def _remember_example(self, path: Path, manifest: Mapping[str, Any]) -> None:
+        from mlops_core.bundle import canonical_json
+        import hashlib
+
+        example = next((path / n for n in EXAMPLE_FILES if (path / n).is_file()), None)
+        if example is not None:
+            digest = "sha256:" + hashlib.sha256(canonical_json(dict(manifest))).hexdigest()
+            self._pending_examples[digest] = example
+
+    def _capture_registered(self, version: Any) -> None:
+        example = self._pending_examples.pop(version.artifact.digest, None)
+        tmp = None
+        if example is None:
+            try:
+                from mlops_core.artifacts import pull_bundle
+            except ImportError:  # pragma: no cover - older core
+                return
+            tmp = tempfile.TemporaryDirectory(prefix="mlops-drift-")
+            bundle = pull_bundle(self.storage, version.artifact, Path(tmp.name) / "bundle")
+            example = next((bundle / n for n in EXAMPLE_FILES if (bundle / n).is_file()), None)
+        try:
+            if example is None:
+                return
+            data: Any = np.load(example, allow_pickle=False)
+            if isinstance(data, np.lib.npyio.NpzFile):
+                with data:
+                    data = {k: data[k] for k in data.files}
+            self.capture_profile(version.model, version.version, data, save=True)
+            log.info("captured a reference profile for %s from %s", version.uri, example.name)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+
+    def close(self) -> None:
+        super().close()
+        try:
+            self.persist()
+        except Exception:
+            log.exception("could not persist the last drift reports")
+
+
+def create_monitor(config: DriftConfig, context: Any) -> DriftMonitor:
+    return DriftMonitor(config, context)

@@ -1,0 +1,72 @@
+"""The plugin module the ``mlops_core.plugins`` entry point ``monitors`` names.
+
+Import-cheap on purpose (it runs on every ``mlops`` invocation): backends and
+CLI handlers are import strings, so numpy and the monitor code load only when a
+stack builds a monitor or a ``mlops monitor`` command runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlops_core.plugins import hookimpl
+
+__all__ = ["mlops_register_backends", "mlops_add_cli_commands"]
+
+_CLI = "mlops_monitors.cli:"
+
+
+@hookimpl
+def mlops_register_backends(backends: Any) -> None:
+    backends.add_monitor("prometheus", "mlops_monitors.prometheus:create_monitor",
+                         config="mlops_monitors.prometheus:PrometheusConfig",
+                         summary="Prometheus counters and histograms per model/version on /metrics; Pushgateway push")
+    backends.add_monitor("drift", "mlops_monitors.drift:create_monitor", config="mlops_monitors.drift:DriftConfig",
+                         summary="per-feature drift (PSI, KS, Jensen-Shannon, chi-squared) vs a reference profile")
+    backends.add_monitor("log", "mlops_monitors.logmon:create_monitor", config="mlops_monitors.logmon:LogMonitorConfig",
+                         summary="JSON-lines logs of lifecycle events and sampled predictions in the stack's storage")
+    backends.add_monitor("webhook", "mlops_monitors.webhook:create_monitor",
+                         config="mlops_monitors.webhook:WebhookConfig",
+                         summary="POST alerts as JSON to a URL, with retries and backoff, never blocking")
+
+
+@hookimpl
+def mlops_add_cli_commands(subparsers: Any) -> None:
+    monitor = subparsers.add_parser("monitor", help="drift profiles, reports and status (mlops-monitors)")
+    sub = monitor.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("profile", help="capture a version's reference profile from training data")
+    p.add_argument("model_uri", help="models:/NAME/VERSION (or @alias, or latest)")
+    p.add_argument("--data", required=True, help="training data: .csv (header row), .npy or .npz")
+    p.add_argument("--layout", default="auto", choices=("auto", "matrix", "columns"),
+                   help="matrix: all columns form one 2-D input (ndarray models); columns: one input per column")
+    p.add_argument("--input-name", default="input-0", help="tensor name for --layout matrix (default input-0)")
+    p.add_argument("--bins", type=int, default=20, help="quantile bins per numeric feature")
+    p.add_argument("--categorical", action="append", default=[], help="treat this feature as categorical")
+    p.add_argument("--out", help="also write the profile JSON to this file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=_CLI + "profile_command")
+
+    r = sub.add_parser("report", help="write a self-contained HTML drift report")
+    r.add_argument("model_uri")
+    r.add_argument("--data", help="current data file (.csv, .npy, .npz); default: the logged predictions")
+    r.add_argument("--layout", default="auto", choices=("auto", "matrix", "columns"))
+    r.add_argument("--input-name", default="input-0")
+    r.add_argument("--since", help="first day of logged predictions (YYYY-MM-DD)")
+    r.add_argument("--until", help="last day of logged predictions (YYYY-MM-DD)")
+    r.add_argument("--live", action="store_true", help="use the drift monitor's last stored window instead of logs")
+    r.add_argument("-o", "--out", default="drift-report.html", help="output file (default drift-report.html)")
+    r.set_defaults(handler=_CLI + "report_command")
+
+    s = sub.add_parser("status", help="summary table of profiles and the latest drift scores")
+    s.add_argument("model", nargs="?", help="only this model")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(handler=_CLI + "status_command")
+
+    y = sub.add_parser("replay", help="replay logged predictions into drift analysis")
+    y.add_argument("model_uri")
+    y.add_argument("--since", help="first day (YYYY-MM-DD)")
+    y.add_argument("--until", help="last day (YYYY-MM-DD)")
+    y.add_argument("--html", help="also write the HTML report here")
+    y.add_argument("--json", action="store_true", help="print JSON")
+    y.set_defaults(handler=_CLI + "replay_command")

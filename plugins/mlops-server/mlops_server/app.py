@@ -1,0 +1,568 @@
+"""The model server as a raw ASGI application (no web framework on the hot path).
+
+Routes (Open Inference Protocol V2, plus MLflow's and Prometheus'):
+
+=========================================  ====================================
+``GET  /v2``                               server metadata
+``GET  /v2/health/live``                   200 while the process serves
+``GET  /v2/health/ready``                  200 once every model is loaded and warm
+``GET  /v2/models/{m}[/versions/{v}]``     model metadata (signature, state, error)
+``GET  /v2/models/{m}[/versions/{v}]/ready``
+``POST /v2/models/{m}[/versions/{v}]/infer``  prediction (JSON or binary tensors)
+``POST /invocations``                      MLflow scoring protocol
+``GET  /ping``, ``/health``                MLflow's health check
+``GET  /metrics``                          Prometheus text: server counters + plugins'
+=========================================  ====================================
+
+Errors are ``{"error": "..."}`` with 4xx for the client's mistakes, 503 (with
+Retry-After) when overloaded or not ready, 504 on a prediction timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import Any, Awaitable, Callable
+
+import numpy as np
+import orjson
+
+from . import codec
+from ._version import __version__
+from .batching import AdaptiveBatcher
+from .codec import TensorError
+from .config import ServerConfig
+from .invocations import parse_invocation, predictions_body
+from .metrics import ServerMetrics
+from .models import RequestError, ServedModel
+
+log = logging.getLogger("mlops_server")
+
+__all__ = ["ModelServerApp", "HttpError"]
+
+Send = Callable[[dict], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+_PROM = b"text/plain; version=0.0.4; charset=utf-8"
+_HOOK = "mlops_predictions_served"
+
+
+class HttpError(Exception):
+    """Answer with this status and ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+class _EventDispatcher:
+    """Delivers prediction events to plugins on one background thread, so a slow listener never stalls serving.
+
+    The queue is bounded: when listeners fall behind, events are dropped and counted.
+    """
+
+    def __init__(self, hooks: Any, metrics: ServerMetrics, maxsize: int = 10_000) -> None:
+        self._hooks = hooks
+        self._metrics = metrics
+        self._queue: queue.Queue = queue.Queue(maxsize)
+        self._thread = threading.Thread(target=self._run, name="mlops-prediction-events", daemon=True)
+        self._thread.start()
+
+    def emit(self, event_args: tuple) -> None:
+        try:
+            self._queue.put_nowait(event_args)
+            self._metrics.hook_events += 1
+        except queue.Full:
+            self._metrics.hook_events_dropped += 1
+
+    def _run(self) -> None:
+        from mlops_core.entities import PredictionEvent
+
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                self._hooks.predictions_served(PredictionEvent(*item))
+            except BaseException:  # the facade isolates plugins already; this guards the thread itself
+                log.exception("delivering a prediction event failed")
+
+    def close(self, timeout: float = 2.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+
+class ModelServerApp:
+    """ASGI app serving a set of :class:`ServedModel`."""
+
+    def __init__(self, config: ServerConfig, models: list[ServedModel] | None = None, *, preloaded: bool = False) -> None:
+        self.config = config
+        if models is None:
+            models = [ServedModel(b.path, name=b.name, version=b.version, threads=config.threads,
+                                  executor=config.executor) for b in config.bundles]
+        self.models = models
+        self.by_name = {m.name: m for m in models}
+        if len(self.by_name) != len(models):
+            raise ValueError("two bundles are served under the same model name; give them distinct --name")
+        self.preloaded = preloaded
+        self.metrics = ServerMetrics()
+        self.pending = 0  # requests admitted to a model queue or thread and not finished
+        self.timeout = config.timeout
+        self.max_body = config.max_body_bytes
+        self.max_queue = config.max_queue
+        self._listening = False
+        self._hooks: Any = None
+        self._dispatcher: _EventDispatcher | None = None
+        self._refresh: asyncio.TimerHandle | None = None
+        self._loader: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server_meta = codec.dumps({"name": "mlops-server", "version": __version__,
+                                         "extensions": ["binary_tensor_data", "model_metadata_state"]})
+        if preloaded:
+            self._attach_batchers()
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def ready(self) -> bool:
+        return all(m.ready for m in self.models) and bool(self.models)
+
+    def load_models(self) -> None:
+        """Load every model (blocking); failures stay recorded on the model."""
+        for m in self.models:
+            m.load()
+        self._attach_batchers()
+        failed = [m for m in self.models if not m.ready]
+        if failed:
+            log.error("not ready: %s", "; ".join(f"{m.name}: {m.error}" for m in failed))
+
+    def _attach_batchers(self) -> None:
+        if self.config.batching:
+            for m in self.models:
+                if m.ready and m.batcher is None and self._batchable(m):
+                    m.batcher = AdaptiveBatcher(m, self.config.max_batch_size, self.config.max_batch_wait_ms / 1000)
+
+    @staticmethod
+    def _batchable(m: ServedModel) -> bool:
+        # Every input must have a variable first (batch) dimension; without a signature we cannot know.
+        return bool(m.inputs) and all(len(t.shape) >= 1 and t.shape[0] == -1 for t in m.inputs.values())
+
+    async def startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            from mlops_core.plugins import get_plugin_manager
+
+            self._hooks = get_plugin_manager().hooks
+        except Exception:  # pragma: no cover - the core is a hard dependency
+            log.exception("plugin manager unavailable; prediction events are off")
+        self._refresh_listeners()
+        if not self.preloaded:
+            # Serve liveness (and honest "not ready") while models load.
+            self._loader = threading.Thread(target=self.load_models, name="mlops-model-loader", daemon=True)
+            self._loader.start()
+
+    def _refresh_listeners(self) -> None:
+        # has_listeners is cheap, but checking it per request is still a cost; plugins rarely change.
+        if self._hooks is not None:
+            try:
+                self._listening = self._hooks.has_listeners(_HOOK)
+            except Exception:
+                self._listening = False
+            if self._listening and self._dispatcher is None:
+                self._dispatcher = _EventDispatcher(self._hooks, self.metrics)
+        if self._loop is not None:
+            self._refresh = self._loop.call_later(5.0, self._refresh_listeners)
+
+    async def shutdown(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+        if self._dispatcher is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._dispatcher.close)
+        for m in self.models:
+            m.close()
+
+    # -------------------------------------------------------------- ASGI
+    async def __call__(self, scope: dict, receive: Callable, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Callable, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict, receive: Callable, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if method == "POST":
+                if path.startswith("/v2/models/") and path.endswith("/infer"):
+                    await self._infer(path, scope, receive, send)
+                    return
+                if path == "/invocations":
+                    await self._invocations(scope, receive, send)
+                    return
+            elif method in ("GET", "HEAD"):
+                await self._get(path, send)
+                return
+            if path in ("/v2", "/v2/health/live", "/v2/health/ready", "/metrics", "/ping", "/health", "/version") \
+                    or path.startswith("/v2/models/"):
+                allowed = b"POST" if path.endswith("/infer") else b"GET, HEAD"
+                raise HttpError(405, f"method {method} not allowed on {path}", [(b"allow", allowed)])
+            raise HttpError(404, f"no route {method} {path}")
+        except HttpError as exc:
+            await _respond(send, exc.status, _error(exc.message), extra=exc.headers)
+        except Exception as exc:  # a bug of ours: still answer, and say so in the log
+            log.exception("unexpected error on %s %s", method, path)
+            await _respond(send, 500, _error(f"internal server error: {type(exc).__name__}: {exc}"))
+
+    # ------------------------------------------------------------ GET
+    async def _get(self, path: str, send: Send) -> None:
+        if path == "/v2/health/ready":
+            ok = self.ready
+            await _respond(send, 200 if ok else 503, b'{"ready":true}' if ok else b'{"ready":false}')
+        elif path == "/v2/health/live":
+            await _respond(send, 200, b'{"live":true}')
+        elif path == "/v2" or path == "/v2/":
+            await _respond(send, 200, self._server_meta)
+        elif path == "/metrics":
+            text = self.metrics.render(self.models, self.pending, [m.batcher for m in self.models if m.batcher])
+            if self._hooks is not None:
+                try:
+                    text += self._hooks.collect_metrics()
+                except Exception:
+                    log.exception("a plugin failed in mlops_collect_metrics")
+            await _respond(send, 200, text.encode("utf-8"), content_type=_PROM)
+        elif path in ("/ping", "/health"):
+            ok = self.ready
+            await _respond(send, 200 if ok else 503, b"\n" if ok else b'{"ready":false}\n')
+        elif path == "/version":
+            await _respond(send, 200, __version__.encode())
+        elif path.startswith("/v2/models/"):
+            model, rest = self._route_model(path)
+            if rest == "":
+                await _respond(send, 200, codec.dumps(model.metadata()))
+            elif rest == "/ready":
+                body = {"name": model.name, "ready": model.ready}
+                if model.error:
+                    body["error"] = model.error
+                await _respond(send, 200 if model.ready else 503, codec.dumps(body))
+            elif rest == "/infer":
+                raise HttpError(405, f"use POST for {path}", [(b"allow", b"POST")])
+            else:
+                raise HttpError(404, f"no route GET {path}")
+        else:
+            raise HttpError(404, f"no route GET {path}")
+
+    def _route_model(self, path: str) -> tuple[ServedModel, str]:
+        """``/v2/models/{name}[/versions/{v}]{rest}`` -> (model, rest)."""
+        tail = path[len("/v2/models/"):]
+        name, sep, rest = tail.partition("/")
+        rest = sep + rest
+        model = self.by_name.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.by_name)) or "none"
+            raise HttpError(404, f"unknown model {name!r}; this server serves: {known}"[:500])
+        if rest.startswith("/versions/"):
+            version, sep, rest = rest[len("/versions/"):].partition("/")
+            rest = sep + rest
+            if version != (model.version or ""):
+                have = model.version or "no version"
+                raise HttpError(404, f"model {name!r} has no version {version!r} here (serving {have})"[:500])
+        return model, rest
+
+    # ------------------------------------------------------------ bodies
+    async def _read_body(self, scope: dict, receive: Callable) -> tuple[bytes, dict[bytes, bytes]]:
+        headers = {}
+        for k, v in scope["headers"]:
+            headers[k] = v
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                raise HttpError(400, "invalid Content-Length") from None
+            if declared > self.max_body:
+                self.metrics.too_large += 1
+                raise HttpError(413, f"request body of {declared} bytes exceeds the limit of {self.max_body} bytes")
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body"):
+            parts = [body]
+            size = len(body)
+            while message.get("more_body"):
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise HttpError(400, "client disconnected before sending the whole body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body:
+                    self.metrics.too_large += 1
+                    raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
+                parts.append(chunk)
+            body = b"".join(parts)
+        elif len(body) > self.max_body:
+            self.metrics.too_large += 1
+            raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
+        return body, headers
+
+    # ------------------------------------------------------------ predict
+    async def _run_model(self, model: ServedModel, arrays: dict[str, np.ndarray], rows: int) -> list:
+        """Predict through the batcher, inline on the loop, or in the model's thread pool."""
+        batcher = model.batcher
+        if batcher is None and model.runs_inline(rows):
+            return model.predict(arrays)  # fast model, small request: no thread hop, no queue
+        if self.pending >= self.max_queue:
+            self.metrics.shed += 1
+            raise HttpError(503, f"server overloaded: {self.pending} requests already queued (limit "
+                                 f"{self.max_queue}); retry later", [(b"retry-after", b"1")])
+        self.pending += 1
+        if batcher is not None:
+            fut: asyncio.Future = batcher.submit(arrays, rows)
+            try:
+                if fut.done():
+                    return fut.result()
+                return await (asyncio.wait_for(fut, self.timeout) if self.timeout else fut)
+            except asyncio.TimeoutError:
+                self.metrics.timeouts += 1
+                raise HttpError(504, f"prediction timed out after {self.timeout:g} s") from None
+            finally:
+                self.pending -= 1
+        loop = self._loop or asyncio.get_running_loop()
+        cf = model.executor.submit(model.predict, arrays)
+        # The slot frees when the thread is really done, not when the client stops waiting.
+        cf.add_done_callback(lambda _f: loop.call_soon_threadsafe(self._release))
+        try:
+            wrapped = asyncio.wrap_future(cf, loop=loop)
+            return await (asyncio.wait_for(wrapped, self.timeout) if self.timeout else wrapped)
+        except asyncio.TimeoutError:
+            self.metrics.timeouts += 1
+            raise HttpError(504, f"prediction timed out after {self.timeout:g} s") from None
+
+    def _release(self) -> None:
+        self.pending -= 1
+
+    def _check_ready(self, model: ServedModel) -> None:
+        if not model.ready:
+            why = f": {model.error}" if model.error else " (still loading)"
+            raise HttpError(503, f"model {model.name!r} is not ready{why}"[:2000], [(b"retry-after", b"1")])
+
+    async def _predict(self, model: ServedModel, arrays: dict[str, np.ndarray], rows: int) -> list:
+        try:
+            return await self._run_model(model, arrays, rows)
+        except (HttpError, asyncio.CancelledError):
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, TensorError) as exc:
+            # The input passed the signature but the model refused it (NaN, unseen category...).
+            raise HttpError(400, f"model {model.name!r} could not predict on this input: "
+                                 f"{type(exc).__name__}: {exc}"[:2000]) from None
+        except Exception as exc:
+            log.exception("model %r raised while predicting", model.name)
+            raise HttpError(500, f"model {model.name!r} failed: {type(exc).__name__}: {exc}"[:2000]) from None
+
+    async def _infer(self, path: str, scope: dict, receive: Callable, send: Send) -> None:
+        start = time.perf_counter()
+        model, rest = self._route_model(path)
+        if rest != "/infer":
+            raise HttpError(404, f"no route POST {path}")
+        status = 500
+        rows = 0
+        try:
+            self._check_ready(model)
+            body, headers = await self._read_body(scope, receive)
+            request, binary = _parse_request(body, headers.get(b"inference-header-content-length"))
+            decoded = _decode_inputs(request, binary)
+            try:
+                arrays = model.check_inputs(decoded)
+            except RequestError as exc:
+                raise HttpError(400, str(exc)) from None
+            rows = model.rows(arrays)
+            outputs = await self._predict(model, arrays, rows)
+            payload, chunks, json_len = _encode_response(model, request, outputs)
+            if chunks:
+                await _respond(send, 200, payload, content_type=b"application/octet-stream",
+                               extra=[(b"inference-header-content-length", str(json_len).encode())])
+            else:
+                await _respond(send, 200, payload)
+            status = 200
+        except HttpError as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            self.metrics.observe(model.name, "infer", status, elapsed, rows)
+        if self._listening and self._dispatcher is not None:
+            self._emit(model, arrays, outputs, elapsed, rows)
+
+    async def _invocations(self, scope: dict, receive: Callable, send: Send) -> None:
+        start = time.perf_counter()
+        if len(self.models) != 1:
+            raise HttpError(400, "/invocations needs a server with exactly one model; "
+                                 "use /v2/models/{name}/infer")
+        model = self.models[0]
+        status = 500
+        rows = 0
+        try:
+            self._check_ready(model)
+            body, headers = await self._read_body(scope, receive)
+            ctype = headers.get(b"content-type", b"application/json").decode("latin-1").lower()
+            try:
+                raw = parse_invocation(model, body, ctype)
+                arrays = model.check_inputs([(n, codec.datatype_of(a.dtype), a) for n, a in raw.items()])
+            except (RequestError, TensorError) as exc:
+                raise HttpError(400, str(exc)) from None
+            rows = model.rows(arrays)
+            outputs = await self._predict(model, arrays, rows)
+            await _respond(send, 200, codec.dumps(predictions_body(outputs)))
+            status = 200
+        except HttpError as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            self.metrics.observe(model.name, "invocations", status, elapsed, rows)
+        if self._listening and self._dispatcher is not None:
+            self._emit(model, arrays, outputs, elapsed, rows)
+
+    def _emit(self, model: ServedModel, arrays: dict, outputs: list, elapsed: float, rows: int) -> None:
+        try:
+            version = int(model.version) if model.version and model.version.isdigit() else None
+            assert self._dispatcher is not None
+            self._dispatcher.emit((model.name, version, arrays, dict(outputs), elapsed, rows, None, time.time()))
+        except Exception:  # never let monitoring hurt serving
+            log.exception("could not queue a prediction event")
+
+
+# ------------------------------------------------------------------ helpers
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+async def _respond(send: Send, status: int, body: bytes, *, content_type: bytes = b"application/json",
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _parse_request(body: bytes, header_length: bytes | None) -> tuple[dict, memoryview | None]:
+    binary = None
+    try:
+        if header_length is not None:
+            head, binary = codec.split_binary_body(body, header_length.decode("latin-1"))
+        else:
+            head = body
+        request = orjson.loads(head)
+    except TensorError as exc:
+        raise HttpError(400, str(exc)) from None
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"the request body is not valid JSON: {exc}"[:500]) from None
+    if not isinstance(request, dict):
+        raise HttpError(400, "the request body must be a JSON object with an 'inputs' list")
+    if "id" in request and not isinstance(request["id"], str):
+        raise HttpError(400, "the request 'id' must be a string")
+    for key in ("parameters",):
+        if key in request and not isinstance(request[key], dict):
+            raise HttpError(400, f"the request '{key}' must be an object")
+    return request, binary
+
+
+def _decode_inputs(request: dict, binary: memoryview | None) -> list[tuple[str, str, np.ndarray]]:
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise HttpError(400, "the request needs a non-empty 'inputs' list")
+    decoded = []
+    offset = 0
+    try:
+        for tensor in inputs:
+            params = tensor.get("parameters") if isinstance(tensor, dict) else None
+            if params is not None and not isinstance(params, dict):
+                raise TensorError("an input's 'parameters' must be an object")
+            size = params.get("binary_data_size") if params else None
+            if size is not None:
+                if binary is None:
+                    raise TensorError("an input declares binary_data_size but the request has no "
+                                      "Inference-Header-Content-Length header")
+                if type(size) is not int or size < 0 or offset + size > len(binary):
+                    raise TensorError(f"binary_data_size {size!r} does not fit the {len(binary) - offset} "
+                                      "binary bytes left"[:300])
+                decoded.append(codec.decode_tensor(tensor, binary[offset:offset + size]))
+                offset += size
+            else:
+                decoded.append(codec.decode_tensor(tensor))
+    except TensorError as exc:
+        raise HttpError(400, str(exc)) from None
+    if binary is not None and offset != len(binary):
+        raise HttpError(400, f"{len(binary) - offset} binary bytes after the JSON are not claimed by any input")
+    return decoded
+
+
+def _encode_response(model: ServedModel, request: dict, outputs: list) -> tuple[bytes, bool, int]:
+    requested = request.get("outputs")
+    params = request.get("parameters") or {}
+    all_binary = params.get("binary_data_output") is True
+    binary_names: set[str] = set()
+    if requested is not None:
+        if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                                      for o in requested):
+            raise HttpError(400, "'outputs' must be a list of objects with a 'name'")
+        have = {name: arr for name, arr in outputs}
+        chosen = []
+        for o in requested:
+            name = o["name"]
+            if name not in have:
+                raise HttpError(400, f"model {model.name!r} has no output {name!r}; its outputs are "
+                                     f"{', '.join(have)}"[:500])
+            p = o.get("parameters")
+            if isinstance(p, dict) and p.get("binary_data") is True:
+                binary_names.add(name)
+            elif isinstance(p, dict) and p.get("binary_data") is False:
+                pass
+            elif all_binary:
+                binary_names.add(name)
+            chosen.append((name, have[name]))
+        outputs = chosen
+    elif all_binary:
+        binary_names = {name for name, _ in outputs}
+    tensors = []
+    chunks = []
+    try:
+        for name, arr in outputs:
+            tensor, raw = codec.encode_tensor(name, arr, name in binary_names)
+            tensors.append(tensor)
+            if raw is not None:
+                chunks.append(raw)
+    except TensorError as exc:
+        raise HttpError(500, f"model {model.name!r} returned an output that cannot be encoded: {exc}") from None
+    response: dict[str, Any] = {"model_name": model.name}
+    if model.version:
+        response["model_version"] = model.version
+    if "id" in request:
+        response["id"] = request["id"]
+    response["outputs"] = tensors
+    head = codec.dumps(response)
+    if chunks:
+        return b"".join([head, *chunks]), True, len(head)
+    return head, False, len(head)

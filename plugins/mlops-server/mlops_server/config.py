@@ -1,0 +1,51 @@
+"""Server settings, shared by ``python -m mlops_server``, ``mlops serve`` and the process deployer."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["ServerConfig", "BundleSpec"]
+
+
+def _positive(_inst: object, attr: attrs.Attribute, value: float | int | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attr.name} must be positive, got {value}")
+
+
+@attrs.frozen
+class BundleSpec:
+    """A bundle folder to serve, under a name and optional version."""
+
+    path: str
+    name: str | None = None
+    version: str | None = None
+
+
+@attrs.frozen
+class ServerConfig:
+    """Everything one server process needs. Defaults suit a small model on a small machine."""
+
+    bundles: tuple[BundleSpec, ...] = attrs.field(converter=tuple)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    reuse_port: bool = False
+    workers: int = attrs.field(default=1, validator=_positive)
+    #: Adaptive batching is off unless max_batch_size > 1.
+    max_batch_size: int = attrs.field(default=1, validator=_positive)
+    max_batch_wait_ms: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    #: Per-request prediction timeout in seconds (None: no timeout).
+    timeout: float | None = attrs.field(default=None, validator=_positive)
+    max_body_bytes: int = attrs.field(default=64 << 20, validator=_positive)
+    #: Requests admitted to a model and not yet answered, beyond which new ones get 503 + Retry-After.
+    max_queue: int = attrs.field(default=256, validator=_positive)
+    #: "auto" runs fast models on the event loop and slow ones in threads.
+    executor: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "inline", "thread")))
+    threads: int = attrs.field(default=1, validator=_positive)
+    #: Seconds to let in-flight requests finish on SIGTERM before they are cancelled.
+    drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    keep_alive: float = attrs.field(default=5.0, validator=_positive)
+    log_level: str = "info"
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1

@@ -1,0 +1,189 @@
+"""Run the ASGI app under uvicorn (httptools parser, uvloop loop), one process or several.
+
+Lifecycle of one server process:
+
+1. Without ``--reuse-port``: bind at once, load models in the background.
+   ``/v2/health/live`` answers 200 right away; ``/v2/health/ready`` says 503
+   until every model is loaded and answered its warm-up prediction.
+2. With ``--reuse-port`` (rolling updates: the next version binds the same port
+   while the old one still serves): load and warm up *first*, bind afterwards,
+   so the kernel never hands a connection to a process that cannot answer it.
+   If a model fails to load the process exits with status 3 without binding.
+3. SIGTERM or SIGINT: stop accepting, let in-flight requests finish (up to
+   ``drain_timeout``), close idle keep-alive connections, exit 0.
+
+``workers > 1`` starts that many such processes, each binding the port with
+SO_REUSEPORT (the kernel spreads connections), under a small supervisor that
+forwards SIGTERM and exits with the worst child status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Generator, Sequence
+
+from .config import ServerConfig
+
+log = logging.getLogger("mlops_server")
+
+__all__ = ["serve", "bind_socket", "EXIT_LOAD_FAILED"]
+
+EXIT_LOAD_FAILED = 3
+EXIT_BIND_FAILED = 4
+
+
+def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        if not hasattr(socket, "SO_REUSEPORT"):
+            raise OSError("SO_REUSEPORT is not available on this platform")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
+    import uvicorn
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - Windows
+        loop = "asyncio"
+    try:
+        import httptools  # noqa: F401
+
+        http = "httptools"
+    except ImportError:  # pragma: no cover
+        http = "h11"
+
+    ucfg = uvicorn.Config(
+        app, host=config.host, port=config.port, loop=loop, http=http, lifespan="on", access_log=False,
+        log_level=config.log_level, timeout_keep_alive=int(max(1, config.keep_alive)),
+        timeout_graceful_shutdown=int(max(1, config.drain_timeout)), server_header=False, date_header=False,
+        log_config=None,
+    )
+
+    class _Server(uvicorn.Server):
+        # uvicorn re-raises the captured SIGTERM after a graceful shutdown, which makes the
+        # exit status "killed by signal"; a drained server exits 0 instead.
+        @contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return _Server(ucfg)
+
+
+def serve_one(config: ServerConfig) -> int:
+    """Run one server process until SIGTERM; returns the exit status."""
+    from .app import ModelServerApp
+
+    _setup_logging(config.log_level)
+    app = ModelServerApp(config, preloaded=config.reuse_port)
+    if config.reuse_port:
+        app.load_models()
+        if not app.ready:
+            log.error("not binding %s:%s because a model failed to load (--reuse-port loads before binding)",
+                      config.host, config.port)
+            return EXIT_LOAD_FAILED
+    try:
+        sock = bind_socket(config.host, config.port, reuse_port=config.reuse_port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        return EXIT_BIND_FAILED
+    server = _uvicorn_server(app, config)
+    log.info("mlops-server %s listening on http://%s:%s (%d model(s)%s)", _version(), config.host, config.port,
+             len(app.models), f", batching up to {config.max_batch_size} rows / {config.max_batch_wait_ms:g} ms"
+             if config.batching else "")
+    server.run(sockets=[sock])
+    if not server.started:
+        return EXIT_BIND_FAILED
+    log.info("mlops-server drained and stopped")
+    return 0
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
+
+
+def serve(config: ServerConfig, argv: Sequence[str] | None = None) -> int:
+    """Serve with ``config.workers`` processes; ``argv`` re-creates the command line for the workers."""
+    if config.workers <= 1:
+        return serve_one(config)
+    _setup_logging(config.log_level)
+    if argv is None:
+        raise ValueError("several workers need the command line to start them with")
+    cmd = [sys.executable, "-m", "mlops_server", *_strip_workers(argv), "--workers", "1", "--reuse-port"]
+    children = [subprocess.Popen(cmd) for _ in range(config.workers)]
+    log.info("supervisor %d started %d workers: %s", os.getpid(), len(children), [c.pid for c in children])
+    stopping = threading.Event()
+
+    def forward(sig: int, _frame: Any) -> None:
+        stopping.set()
+        for c in children:
+            if c.poll() is None:
+                try:
+                    c.send_signal(sig)
+                except ProcessLookupError:
+                    pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    codes = []
+    for c in children:
+        while True:
+            try:
+                codes.append(c.wait())
+                break
+            except KeyboardInterrupt:  # pragma: no cover
+                continue
+        if not stopping.is_set():
+            # One worker gone on its own: stop the others so the deployer sees a failure, not half a server.
+            log.error("worker %d exited with %s; stopping the others", c.pid, codes[-1])
+            forward(signal.SIGTERM, None)
+    time.sleep(0)
+    return max((abs(c) for c in codes if c), default=0)
+
+
+def _strip_workers(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--workers":
+            skip = True
+            continue
+        if arg.startswith("--workers=") or arg == "--reuse-port":
+            continue
+        out.append(arg)
+    return out

@@ -92,8 +92,8 @@ LATEST_VERSION = MIGRATIONS[-1].version
 
 def _check_order(migrations: tuple[Migration, ...]) -> None:
     expected = list(range(1, len(migrations) + 1))
-    if [m.version for m in migrations] != expected:  # pragma: no cover - a packaging bug
-        raise AssertionError(f"migrations must be numbered {expected}")
+    if [m.version for m in migrations] != expected:
+        raise ValueError(f"migrations must be numbered {expected}, not {[m.version for m in migrations]}")
 
 
 _check_order(MIGRATIONS)
@@ -103,7 +103,8 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
 
 
-def refuse_newer(found: int, path: str, latest: int = LATEST_VERSION) -> None:
+def refuse_newer(found: int, path: str, latest: int | None = None) -> None:
+    latest = MIGRATIONS[-1].version if latest is None else latest
     if found > latest:
         raise BackendUnavailableError(
             f"registry database {path} has schema version {found}, newer than this "
@@ -113,14 +114,14 @@ def refuse_newer(found: int, path: str, latest: int = LATEST_VERSION) -> None:
         )
 
 
-def migrate(
-    conn: sqlite3.Connection, path: str, migrations: tuple[Migration, ...] = MIGRATIONS
-) -> int:
-    """Bring the database up to the last of ``migrations``; return the schema version.
+def migrate(conn: sqlite3.Connection, path: str, migrations: tuple[Migration, ...] | None = None) -> int:
+    """Bring the database up to the last of ``migrations`` (default: all); return the schema version.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``). The caller retries
     on ``database is locked``: nothing is half-applied when this raises.
     """
+    migrations = MIGRATIONS if migrations is None else migrations
+    _check_order(migrations)
     latest = migrations[-1].version if migrations else 0
     found = schema_version(conn)
     refuse_newer(found, path, latest)

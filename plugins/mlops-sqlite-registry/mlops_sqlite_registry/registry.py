@@ -367,7 +367,7 @@ class SqliteRegistry(ModelRegistry):
         if close:
             hint = "did you mean " + " or ".join(repr(c) for c in close) + "?"
         else:
-            hint = "check the name, or list the registered models; registering a first version creates a model"
+            hint = "list the registered models with `mlops models list`; `mlops models save` registers a new one"
         return NotFoundError(f"no registered model named {model!r}", hint=hint)
 
     def _require_version(self, conn: sqlite3.Connection, model: str, version: int) -> None:
@@ -388,15 +388,19 @@ class SqliteRegistry(ModelRegistry):
         else:
             what = f"model {model!r} has no version {version}"
             hint = ""
-        hint += f"the latest version is {latest}" if latest else "the model has no versions left; register one"
+        if latest:
+            hint += f"the latest version is {latest}; list them with `mlops models versions {model}`"
+        else:
+            hint += "the model has no versions left; register one with `mlops models save`"
         return NotFoundError(what, hint=hint)
 
     def _alias_not_found(self, conn: sqlite3.Connection, model: str, alias: str) -> NotFoundError:
         aliases = [r[0] for r in conn.execute("SELECT alias FROM aliases WHERE model = ? ORDER BY alias", (model,))]
+        how = f"`mlops models alias {model} {alias} VERSION` points it at a version"
         if aliases:
-            hint = f"aliases of {model!r}: {', '.join(aliases)}; or set this one with set_alias"
+            hint = f"aliases of {model!r}: {', '.join(aliases)}; {how}"
         else:
-            hint = f"{model!r} has no aliases yet; set one with set_alias (models:/{model}@{alias} resolves after that)"
+            hint = f"{model!r} has no aliases yet; {how}"
         return NotFoundError(f"model {model!r} has no alias {alias!r}", hint=hint)
 
     def _touch(self, conn: sqlite3.Connection, model: str) -> None:

@@ -136,7 +136,7 @@ def test_not_found_messages_say_what_to_do(registry):
     assert err.value.hint == "did you mean 'iris-classifier'?"
     with pytest.raises(NotFoundError) as err:
         registry.get_model("zzz")
-    assert "list the registered models" in err.value.hint
+    assert "mlops models list" in err.value.hint
     with pytest.raises(NotFoundError) as err:
         registry.get_version("iris-classifier", 7)
     assert "has no version 7" in err.value.message and "latest version is 2" in err.value.hint
@@ -146,7 +146,7 @@ def test_not_found_messages_say_what_to_do(registry):
     assert "was deleted" in err.value.message and "never reused" in err.value.hint
     with pytest.raises(NotFoundError) as err:
         registry.get_alias("iris-classifier", "champion")
-    assert "no aliases yet" in err.value.hint and "set_alias" in err.value.hint
+    assert "no aliases yet" in err.value.hint and "mlops models alias iris-classifier champion" in err.value.hint
     registry.set_alias("iris-classifier", "staging", 2)
     with pytest.raises(NotFoundError) as err:
         registry.get_alias("iris-classifier", "champion")

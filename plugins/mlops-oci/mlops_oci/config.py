@@ -1,0 +1,139 @@
+"""Settings of the ``oci`` and ``dockerfile`` builders and the ``container`` deployer.
+
+Every field can come from the stack file or the environment
+(``MLOPS_BUILDER__REPOSITORY=127.0.0.1:5000/models``); environment values arrive
+as strings, so the converters accept "8080", "true", "a,b" and JSON objects.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import attrs
+
+__all__ = ["OciBuilderConfig", "DockerfileBuilderConfig", "ContainerDeployerConfig"]
+
+
+def _to_bool(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    if text in ("", "auto", "none"):
+        return None
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(p.strip() for p in value.split(",") if p.strip())
+    return tuple(str(v) for v in value)
+
+
+def _to_mapping(value: Any) -> Mapping[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = json.loads(value) if value.strip() else {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"expected a table of strings, got {value!r}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _to_opt_str(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+@attrs.frozen
+class OciBuilderConfig:
+    """Settings of the daemonless ``oci`` builder."""
+
+    #: Base image with Python: a registry reference, or ``oci:PATH[:TAG]`` for a local OCI layout.
+    base: str = "python:3.11-slim"
+    #: Where pushes go: ``REGISTRY/PATH``; the image is ``{repository}/{model}:{tag}``. Unset: no push.
+    repository: str | None = attrs.field(default=None, converter=_to_opt_str)
+    #: Tag template; ``{version}`` and ``{model}`` are filled in.
+    tag: str = "v{version}"
+    platform: str = "linux/amd64"
+    #: Target Python MAJOR.MINOR; default: the base image's ``PYTHON_VERSION`` env, else the bundle's.
+    python_version: str | None = attrs.field(default=None, converter=_to_opt_str)
+    #: Oldest glibc the image has: wheels for newer manylinux tags are not considered.
+    glibc: str = "2.28"
+    #: The non-root user the image runs as (numeric, so the base needs no passwd entry).
+    user: str = "65532:65532"
+    port: int = attrs.field(default=8080, converter=int)
+    #: The interpreter in the base image (looked up on its PATH).
+    python: str = "python3"
+    #: Local distributions copied into the runtime layer (their dependencies go to the deps layer).
+    runtime_distributions: tuple[str, ...] = attrs.field(default=("mlops-core", "mlops-server"), converter=_to_tuple)
+    server_module: str = "mlops_server"
+    #: More requirements for the deps layer (pip syntax), on top of the bundle's.
+    extra_requirements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    index_url: str | None = attrs.field(default=None, converter=_to_opt_str)
+    extra_index_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    #: Where image layouts are written; default ``<home>/images``.
+    output: str | None = attrs.field(default=None, converter=_to_opt_str)
+    compression_level: int = attrs.field(default=6, converter=int, validator=attrs.validators.in_(range(0, 10)))
+    # registry access -----------------------------------------------------
+    username: str | None = attrs.field(default=None, converter=_to_opt_str)
+    password: str | None = attrs.field(default=None, converter=_to_opt_str, repr=False)
+    #: Talk HTTP instead of HTTPS (default: only for loopback registries).
+    plain_http: bool | None = attrs.field(default=None, converter=_to_bool)
+    #: TLS verification: true, false, or a CA bundle path.
+    tls_verify: str = "true"
+    retries: int = attrs.field(default=4, converter=int)
+    chunk_size: int = attrs.field(default=16 << 20, converter=int)
+    #: Progress on stderr: None = when stderr is a terminal.
+    progress: bool | None = attrs.field(default=None, converter=_to_bool)
+
+
+@attrs.frozen
+class DockerfileBuilderConfig:
+    """Settings of the ``dockerfile`` builder: same image contents, written as a Dockerfile + context."""
+
+    base: str = "python:3.11-slim"
+    platform: str = "linux/amd64"
+    python_version: str | None = attrs.field(default=None, converter=_to_opt_str)
+    glibc: str = "2.28"
+    user: str = "65532:65532"
+    port: int = attrs.field(default=8080, converter=int)
+    python: str = "python3"
+    runtime_distributions: tuple[str, ...] = attrs.field(default=("mlops-core", "mlops-server"), converter=_to_tuple)
+    server_module: str = "mlops_server"
+    extra_requirements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    index_url: str | None = attrs.field(default=None, converter=_to_opt_str)
+    extra_index_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    #: Where contexts are written; default ``<home>/contexts``.
+    output: str | None = attrs.field(default=None, converter=_to_opt_str)
+    progress: bool | None = attrs.field(default=None, converter=_to_bool)
+
+
+@attrs.frozen
+class ContainerDeployerConfig:
+    """Settings of the ``container`` deployer (Docker Engine API: Docker, or podman's compatible service)."""
+
+    #: Engine address, e.g. ``unix:///run/podman/podman.sock``; default: ``DOCKER_HOST`` or the Docker socket.
+    base_url: str | None = attrs.field(default=None, converter=_to_opt_str)
+    #: ``host`` runs containers in the host network (each on its own free port); else ports are published.
+    network_mode: str | None = attrs.field(default=None, converter=_to_opt_str)
+    #: Host address the deployer probes and reports in URLs.
+    host: str = "127.0.0.1"
+    #: Port inside the container when ports are published.
+    container_port: int = attrs.field(default=8080, converter=int)
+    #: Extra ulimits, e.g. ``{"nofile": "1024:1024"}`` (podman without a systemd session needs them).
+    ulimits: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    environment: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    #: Pull the image before starting (off: the engine must already have it).
+    pull: bool = attrs.field(default=True, converter=lambda v: bool(_to_bool(v)) if v is not None else True)
+    #: Seconds a stopped container gets to drain in-flight requests.
+    stop_timeout: int = attrs.field(default=10, converter=int)
+    #: Container name prefix; containers are ``{prefix}{deployment}-{generation}``.
+    prefix: str = "mlops-"

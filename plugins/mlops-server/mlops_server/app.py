@@ -324,7 +324,28 @@ class ModelServerApp:
         elif len(body) > self.max_body:
             self.metrics.too_large += 1
             raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
+        encoding = headers.get(b"content-encoding")
+        if encoding is not None and encoding not in (b"identity", b""):
+            body = self._decompress(body, encoding)
         return body, headers
+
+    def _decompress(self, body: bytes, encoding: bytes) -> bytes:
+        import zlib
+
+        if encoding == b"gzip":
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == b"deflate":
+            inflater = zlib.decompressobj()
+        else:
+            raise HttpError(415, f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate")
+        try:
+            out = inflater.decompress(body, self.max_body + 1)
+        except zlib.error as exc:
+            raise HttpError(400, f"the {encoding.decode()} body cannot be decompressed: {exc}") from None
+        if len(out) > self.max_body or inflater.unconsumed_tail:
+            self.metrics.too_large += 1
+            raise HttpError(413, f"decompressed request body exceeds the limit of {self.max_body} bytes")
+        return out
 
     # ------------------------------------------------------------ predict
     async def _run_model(self, model: ServedModel, arrays: dict[str, np.ndarray], rows: int) -> list:
@@ -478,7 +499,10 @@ def _parse_request(body: bytes, header_length: bytes | None) -> tuple[dict, memo
     except TensorError as exc:
         raise HttpError(400, str(exc)) from None
     except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"the request body is not valid JSON: {exc}"[:500]) from None
+        hint = ""
+        if header_length is None and "after document" in str(exc):
+            hint = " (bytes after the JSON need the Inference-Header-Content-Length header of the binary extension)"
+        raise HttpError(400, f"the request body is not valid JSON: {exc}"[:500] + hint) from None
     if not isinstance(request, dict):
         raise HttpError(400, "the request body must be a JSON object with an 'inputs' list")
     if "id" in request and not isinstance(request["id"], str):

@@ -40,7 +40,7 @@ from .registry import INDEX_TYPES, PushStats, RegistryClient, client_for
 from .wheels import (BOOT_SCRIPT, TargetPlatform, WheelSet, ZipPool, normalize_name, requirement_set,
                      resolve_wheels, runtime_tree, wheel_tree)
 
-__all__ = ["OciImageBuilder", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX"]
+__all__ = ["OciImageBuilder", "push_image", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX"]
 
 log = logging.getLogger("mlops_oci")
 
@@ -463,27 +463,33 @@ class OciImageBuilder(ImageBuilder):
 
     def push(self, manifest_bytes: bytes, target: ImageReference, *, base: BaseImage | None = None,
              progress: Progress | None = None) -> PushStats:
-        """Push an image whose blobs are in the local store; base layers are mounted when on the same registry."""
-        progress = progress or Progress(self.config.progress)
-        manifest = json.loads(manifest_bytes)
-        base_digests = {d["digest"] for d in (base.layers if base else [])}
-        mount_from = base.registry.repository if (base and base.registry and base.registry.registry == target.registry) else None
-        client = client_for(target, **self._client_kwargs())
-        try:
-            blobs = manifest["layers"] + [manifest["config"]]
-            progress.start(f"push {target}", sum(int(b["size"]) for b in blobs))
-            for desc in blobs:
-                digest = desc["digest"]
-                opener = (lambda d=digest: open(self.store.path(d), "rb")) if self.store.has(digest) else None
-                client.push_blob(target.repository, digest, opener, int(desc["size"]),
-                                 mount_from=mount_from if digest in base_digests else None, on_bytes=progress.advance)
-            client.put_manifest(target.repository, target.reference, manifest_bytes, MANIFEST_MEDIA_TYPE)
-            stats = client.stats
-            progress.done(f"{len(stats.uploaded)} uploaded ({human_bytes(stats.bytes_uploaded)}), "
-                          f"{len(stats.existing)} already there, {len(stats.mounted)} mounted")
-            return stats
-        finally:
-            client.close()
+        return push_image(self.store, manifest_bytes, target, self._client_kwargs(), base=base,
+                          progress=progress or Progress(self.config.progress))
+
+
+def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, client_kwargs: Mapping[str, Any], *,
+               base: BaseImage | None = None, progress: Progress | None = None) -> PushStats:
+    """Push an image whose blobs are in ``store``; base layers are mounted when on the same registry."""
+    progress = progress or Progress()
+    manifest = json.loads(manifest_bytes)
+    base_digests = {d["digest"] for d in (base.layers if base else [])}
+    mount_from = base.registry.repository if (base and base.registry and base.registry.registry == target.registry) else None
+    client = client_for(target, **client_kwargs)
+    try:
+        blobs = manifest["layers"] + [manifest["config"]]
+        progress.start(f"push {target}", sum(int(b["size"]) for b in blobs))
+        for desc in blobs:
+            digest = desc["digest"]
+            opener = (lambda d=digest: open(store.path(d), "rb")) if store.has(digest) else None
+            client.push_blob(target.repository, digest, opener, int(desc["size"]),
+                             mount_from=mount_from if digest in base_digests else None, on_bytes=progress.advance)
+        client.put_manifest(target.repository, target.reference, manifest_bytes, MANIFEST_MEDIA_TYPE)
+        stats = client.stats
+        progress.done(f"{len(stats.uploaded)} uploaded ({human_bytes(stats.bytes_uploaded)}), "
+                      f"{len(stats.existing)} already there, {len(stats.mounted)} mounted")
+        return stats
+    finally:
+        client.close()
 
 
 def _key(data: Any) -> str:

@@ -306,6 +306,9 @@ def write_layer(tree: FileTree, store: BlobStore, *, mtime: int | None = None, c
                             assert e.opener is not None
                             with e.opener() as f:
                                 tar.addfile(ti, _SizeCheckingReader(f, e.size, e.path))  # type: ignore[arg-type]
+                                if f.read(1):
+                                    raise IntegrityError(f"{e.path} grew while the layer was written",
+                                                         hint="do not modify the inputs during a build; build again")
                             if on_bytes:
                                 on_bytes(e.size)
                         else:

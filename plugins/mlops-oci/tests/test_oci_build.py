@@ -1,0 +1,207 @@
+"""The oci builder against a real registry, checked by skopeo and umoci; reproducibility; incremental pushes.
+
+These builds use a small multi-arch base (not runnable) and only mlops-core in the
+runtime layer, so they take seconds; the slow end-to-end test runs a real image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import mlops_core.api as api
+from conftest import need, skopeo_inspect
+from mlops_core.errors import ConfigError, InvalidInputError
+from oci_testkit import Doubler, make_stack
+
+EXAMPLE = np.array([[1.0, 2.0]])
+
+
+class Tripler:
+    def predict(self, x: Any) -> Any:
+        return x * 3
+
+
+def _stack(home: Path, registry: Any, base: str, **kw: Any) -> Any:
+    return make_stack(home, base=base, repository=f"{registry.host}/models", runtime_distributions=["mlops-core"], **kw)
+
+
+@pytest.fixture()
+def built(tmp_path: Path, registry: Any, tiny_base: str) -> dict[str, Any]:
+    stack = _stack(tmp_path / "home", registry, tiny_base, labels='{"team": "ml"}')
+    version = api.register("doubler", Doubler(), example=EXAMPLE, stack=stack)
+    image = api.build(version.uri, push=True, stack=stack)
+    return {"stack": stack, "version": version, "image": image, "report": stack.builder.last_report}
+
+
+def test_pushed_image_is_accepted_by_skopeo_with_labels_user_and_entrypoint(built: dict[str, Any], registry: Any) -> None:
+    image, version = built["image"], built["version"]
+    assert image.reference == f"{registry.host}/models/doubler:v1"
+    info = skopeo_inspect(image.reference)
+    assert info["Digest"] == image.digest
+    labels = info["Labels"]
+    assert labels["org.opencontainers.image.title"] == "doubler"
+    assert labels["org.opencontainers.image.version"] == "1"
+    assert labels["org.opencontainers.image.created"] == "1970-01-01T00:00:00Z"
+    assert labels["io.mlops.model.name"] == "doubler" and labels["io.mlops.model.version"] == "1"
+    assert labels["io.mlops.bundle.digest"] == version.artifact.digest
+    assert labels["org.opencontainers.image.base.name"].endswith("/base/tiny:1")
+    assert labels["org.example.base"] == "tiny" and labels["team"] == "ml"  # base labels kept, user labels added
+    config = skopeo_inspect(image.reference, config=True)
+    assert config["config"]["User"] == "65532:65532"
+    assert config["config"]["Entrypoint"][:3] == ["python3", "-s", "/opt/mlops/boot.py"]
+    assert config["config"]["Entrypoint"][3:] == ["--bundle", "/opt/mlops/bundle", "--name", "doubler",
+                                                  "--model-version", "1", "--host", "0.0.0.0"]
+    assert config["config"]["Cmd"] == ["--port", "8080"]
+    assert "PYTHON_VERSION=3.11.9" in config["config"]["Env"]  # the base's env is kept
+    assert config["architecture"] == "amd64"  # the amd64 entry of the base's index
+    assert len(config["rootfs"]["diff_ids"]) == 4  # base + deps + runtime + bundle
+    manifest = skopeo_inspect(image.reference, raw=True)
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_umoci_unpacks_the_image_with_the_expected_files(built: dict[str, Any], registry: Any, tmp_path: Path) -> None:
+    umoci = need("umoci", "umoci")
+    skopeo = need("skopeo", "skopeo")
+    image = built["image"]
+    layout = tmp_path / "pulled"
+    subprocess.run([skopeo, "copy", "--src-tls-verify=false", f"docker://{image.reference}", f"oci:{layout}:img"],
+                   check=True, capture_output=True)
+    for source, tag in ((layout, "img"), (Path(image.layout), "v1")):  # pulled from the registry, and our own layout
+        bundle = tmp_path / f"unpacked-{tag}"
+        subprocess.run([umoci, "unpack", "--image", f"{source}:{tag}", str(bundle)], check=True, capture_output=True)
+        rootfs = bundle / "rootfs"
+        assert (rootfs / "etc/os-release").read_text().endswith("ARCH=amd64\n")  # base layer
+        assert (rootfs / "opt/mlops/boot.py").is_file()
+        assert (rootfs / "opt/mlops/runtime/mlops_core/__init__.py").is_file()
+        assert list((rootfs / "opt/mlops/runtime").glob("mlops_core-*.dist-info/entry_points.txt"))
+        assert (rootfs / "opt/mlops/site-packages/attr/__init__.py").is_file()  # a dependency, unpacked
+        assert (rootfs / "opt/mlops/site-packages/pluggy").is_dir()
+        bundle_manifest = json.loads((rootfs / "opt/mlops/bundle/manifest.json").read_text())
+        for entry in bundle_manifest["files"]:
+            assert (rootfs / "opt/mlops/bundle" / entry["path"]).stat().st_size == entry["size"]
+        for path in (rootfs / "opt/mlops").rglob("*"):
+            st = path.lstat()
+            assert st.st_uid == 0 and st.st_gid == 0
+            if not path.is_symlink():
+                assert st.st_mode & stat.S_IROTH, path  # readable by the non-root user
+        runtime_config = json.loads((bundle / "config.json").read_text())
+        assert runtime_config["process"]["user"]["uid"] == 65532
+        assert runtime_config["process"]["args"][:3] == ["python3", "-s", "/opt/mlops/boot.py"]
+
+
+def test_same_inputs_give_identical_digests(built: dict[str, Any], registry: Any, tiny_base: str, tmp_path: Path) -> None:
+    """A second stack with its own empty cache, registering the same bundle, builds the same image."""
+    other = _stack(tmp_path / "other-home", registry, tiny_base, labels='{"team": "ml"}')
+    bundle = built["stack"].home / "cache" / "bundles" / built["version"].artifact.digest.replace(":", "-")
+    version = api.register("doubler", bundle, stack=other)
+    image = api.build(version.uri, stack=other)
+    assert image.digest == built["image"].digest
+    assert other.builder.last_report.layers == [{**layer, "cached": False} for layer in built["report"].layers]
+    # And a warm rebuild takes every layer from the cache.
+    again = api.build(version.uri, stack=other)
+    assert again.digest == image.digest
+    assert all(layer["cached"] for layer in other.builder.last_report.layers)
+    assert not other.builder.last_report.pip_ran
+
+
+def test_model_only_change_reuses_and_does_not_reupload_deps_and_runtime(built: dict[str, Any], registry: Any) -> None:
+    stack = built["stack"]
+    first = {layer["name"]: layer for layer in built["report"].layers}
+    uploads_before = registry.completed_uploads("models/doubler")
+    v2 = api.register("doubler", Tripler(), example=EXAMPLE, stack=stack)
+    image = api.build(v2.uri, push=True, stack=stack)
+    report = stack.builder.last_report
+    second = {layer["name"]: layer for layer in report.layers}
+    assert second["deps"]["digest"] == first["deps"]["digest"] and second["deps"]["cached"]
+    assert second["runtime"]["digest"] == first["runtime"]["digest"] and second["runtime"]["cached"]
+    assert second["bundle"]["digest"] != first["bundle"]["digest"] and not second["bundle"]["cached"]
+    new_uploads = registry.completed_uploads("models/doubler")[len(uploads_before):]
+    # Counted by the registry itself: only the new bundle layer and the new config were uploaded.
+    assert first["deps"]["digest"] not in new_uploads and first["runtime"]["digest"] not in new_uploads
+    assert len(new_uploads) == 2 and second["bundle"]["digest"] in new_uploads
+    assert report.push.uploaded == new_uploads
+    assert first["deps"]["digest"] in report.push.existing
+    assert skopeo_inspect(image.reference)["Labels"]["io.mlops.model.version"] == "2"
+
+
+def test_base_from_a_local_oci_layout_and_builds_without_push(tmp_path: Path, registry: Any) -> None:
+    from oci_testkit import write_multiarch_layout
+
+    layout = tmp_path / "base-layout"
+    write_multiarch_layout(layout, "tiny")
+    stack = make_stack(tmp_path / "home", base=f"oci:{layout}:tiny", runtime_distributions=["mlops-core"],
+                       platform="linux/arm64")
+    version = api.register("armmodel", Doubler(), example=EXAMPLE, stack=stack)
+    image = api.build(version.uri, stack=stack)
+    assert image.reference == "armmodel:v1" and Path(image.layout, "index.json").is_file()
+    from mlops_oci.cli import inspect_image
+
+    info = inspect_image(f"{image.layout}:v1")
+    assert info["platform"] == "linux/arm64" and info["digest"] == image.digest
+    with pytest.raises(ConfigError, match="no repository"):
+        api.build(version.uri, push=True, stack=stack)
+
+
+def test_python_mismatch_between_base_and_bundle_is_refused() -> None:
+    from mlops_oci.builder import target_python
+    from mlops_oci.config import OciBuilderConfig
+
+    with pytest.raises(InvalidInputError, match="Python 3.12 but the bundle was saved with Python 3.11"):
+        target_python(OciBuilderConfig(), {"PYTHON_VERSION": "3.12.1"}, {"python": {"version": "3.11.7"}})
+    # An explicit python_version overrides the check; without any hint the bundle's version is used.
+    assert target_python(OciBuilderConfig(python_version="3.12"), {}, {"python": {"version": "3.11.7"}}) == "3.12"
+    assert target_python(OciBuilderConfig(), {}, {"python": {"version": "3.11.7"}}) == "3.11"
+
+
+def test_image_cli_inspect_and_push(built: dict[str, Any], registry: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from mlops_oci.cli import inspect_command, push_command
+
+    layout = built["image"].layout
+    target = f"{registry.host}/copies/doubler:v1"
+    assert push_command(argparse.Namespace(layout=f"{layout}:v1", reference=target, json=True)) == 0
+    pushed = json.loads(capsys.readouterr().out)
+    assert pushed["digest"] == built["image"].digest and pushed["uploaded"]
+    assert inspect_command(argparse.Namespace(image=target, platform="linux/amd64", json=True)) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["digest"] == built["image"].digest and info["user"] == "65532:65532"
+    assert inspect_command(argparse.Namespace(image=f"{layout}:v1", platform="linux/amd64", json=False)) == 0
+    assert "io.mlops.model.name=doubler" in capsys.readouterr().out
+
+
+def test_plugin_registers_its_backends() -> None:
+    from mlops_core.plugins import PluginManager
+
+    pm = PluginManager()
+    assert not [f for f in pm.all_failures() if f.name == "oci"]
+    specs = {(s.component, s.name): s for s in pm.catalog.specs() if s.plugin == "oci"}
+    assert set(specs) == {("builder", "oci"), ("builder", "dockerfile"), ("deployer", "container")}
+    assert specs[("builder", "oci")].distribution == "mlops-oci"
+
+
+def test_progress_is_drawn_only_on_a_terminal() -> None:
+    import io
+
+    from mlops_oci.progress import Progress
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    quiet, tty = io.StringIO(), Tty()
+    for stream in (quiet, tty):
+        p = Progress(stream=stream)
+        p.start("layer deps", 2048)
+        p.advance(2048)
+        p.done("ok")
+    assert quiet.getvalue() == ""
+    assert "layer deps: ok" in tty.getvalue() and "\r" in tty.getvalue()

@@ -254,3 +254,64 @@ def skopeo_inspect(ref: str, *, raw: bool = False, config: bool = False) -> dict
         args.append("--config")
     out = subprocess.run(args + [f"docker://{ref}"], check=True, capture_output=True, text=True).stdout
     return json.loads(out)
+
+
+# ------------------------------------------------------------- podman
+class PodmanService:
+    """``podman system service`` on a private socket, storage and insecure-registry config."""
+
+    def __init__(self, root: Path, insecure: list[str]) -> None:
+        self.root = root
+        conf = root / "registries.conf"
+        conf.write_text("".join(f'[[registry]]\nlocation = "{r}"\ninsecure = true\n' for r in insecure))
+        self.env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf)}
+        self.flags = ["--root", str(root / "storage"), "--runroot", str(root / "run"), "--storage-driver", "vfs",
+                      "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
+        self.socket = root / "podman.sock"
+        self.base_url = f"unix://{self.socket}"
+        self._log = open(root / "service.log", "wb")
+        self.proc = subprocess.Popen(["podman", *self.flags, "system", "service", "--time=0", self.base_url],
+                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not self.socket.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"podman service did not start: {(root / 'service.log').read_text()}")
+            time.sleep(0.1)
+
+    def podman(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["podman", *self.flags, *args], env=self.env, check=check, capture_output=True, text=True)
+
+    def stop(self) -> None:
+        self.podman("rm", "--all", "--force", check=False)
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def podman_service(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PodmanService]:
+    need("podman", "podman")
+    need("runc", "runc")
+    pytest.importorskip("docker", reason="the container deployer needs the docker SDK (pip install docker)")
+    service = PodmanService(tmp_path_factory.mktemp("podman"), [registry.host])
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def python_base(registry: Registry) -> str:
+    """A runnable Debian bookworm + python3 base (debootstrap, cached under ~/.cache/mlops-core-tests) in the registry."""
+    need("debootstrap", "debootstrap")
+    skopeo = need("skopeo", "skopeo")
+    if os.geteuid() != 0:
+        pytest.skip("debootstrap needs root to make the base image")
+    from oci_testkit import debootstrap_base_layout
+
+    layout = debootstrap_base_layout()
+    ref = f"{registry.host}/base/python:bookworm"
+    subprocess.run([skopeo, "copy", "--dest-tls-verify=false", f"oci:{layout}:python", f"docker://{ref}"],
+                   check=True, capture_output=True)
+    return ref

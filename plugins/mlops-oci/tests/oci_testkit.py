@@ -125,13 +125,16 @@ class Doubler:
         return x * 2
 
 
-def make_stack(home: Path, **builder: Any) -> Any:
-    """A stack on the embedded defaults with the given builder settings."""
+def make_stack(home: Path, deployer: dict[str, Any] | None = None, **builder: Any) -> Any:
+    """A stack on the embedded defaults with the given builder (and deployer) settings."""
     from mlops_core.stack import Stack, load_config
 
     env = {"MLOPS_HOME": str(home), "MLOPS_BUILDER": builder.pop("backend", "oci")}
-    for k, v in builder.items():
-        if isinstance(v, (list, tuple)):
-            v = ",".join(v)
-        env[f"MLOPS_BUILDER__{k.upper()}"] = v if isinstance(v, str) else json.dumps(v)
+    for component, settings in (("BUILDER", builder), ("DEPLOYER", dict(deployer or {}))):
+        if component == "DEPLOYER" and settings:
+            env["MLOPS_DEPLOYER"] = settings.pop("backend", "container")
+        for k, v in settings.items():
+            if isinstance(v, (list, tuple)):
+                v = ",".join(v)
+            env[f"MLOPS_{component}__{k.upper()}"] = v if isinstance(v, str) else json.dumps(v)
     return Stack(load_config(env=env))

@@ -97,7 +97,8 @@ class DockerfileBuilder(ImageBuilder):
         progress.done(str(dest))
         # Not an image digest (no image exists yet): a digest of the context's inputs.
         h = hashlib.sha256(dockerfile.encode())
-        for tree in (plan.deps, plan.runtime, plan.bundle):
+        h.update(json.dumps([p.name for p in plan.wheels.wheels] + list(plan.wheels.hashes)).encode())
+        for tree in (plan.runtime, plan.bundle):
             h.update(tree.fingerprint().encode())
         return ImageRef(reference=f"{version.model.lower()}:v{version.version}", digest="sha256:" + h.hexdigest(),
                         layout=str(dest), labels=plan.labels)

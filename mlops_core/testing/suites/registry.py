@@ -345,4 +345,5 @@ class RegistrySuite(ConformanceSuite):
         pytest.importorskip("hypothesis", reason="the state machine needs hypothesis (pip install hypothesis)")
         from ..stateful import run_registry_state_machine
 
-        run_registry_state_machine(backend, settings_overrides=self.state_machine_settings)
+        run_registry_state_machine(backend, settings_overrides=self.state_machine_settings,
+                                   counter_survives_model_delete=self.counter_survives_model_delete)

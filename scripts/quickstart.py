@@ -42,7 +42,7 @@ def main() -> int:
     os.chdir(WORKDIR)
     os.environ["MLOPS_HOME"] = str(WORKDIR / ".mlops")
     import mlops_core as mlops
-    from mlops_core.errors import BackendNotFoundError
+    from mlops_core.errors import BackendNotFoundError, BackendUnavailableError
 
     step("train a model", "python train.py")
     X, y = load_iris(return_X_y=True)
@@ -64,8 +64,8 @@ def main() -> int:
     try:
         image = mlops.build("models:/iris@staging")
         print(f"   {image.reference} {image.digest} layout={image.layout}")
-    except BackendNotFoundError as exc:
-        print(f"   skipped: {exc.message} ({exc.hint})")
+    except (BackendNotFoundError, BackendUnavailableError) as exc:
+        print(f"   skipped: {exc.message}\n   ({exc.hint})")
 
     step("deploy it as a local process", "mlops deploy models:/iris@staging --name iris")
     try:

@@ -6,7 +6,8 @@ so memory stays near ``k / (1 - c) = 3k`` items however many values stream in.
 Each compaction sorts a level and promotes every other item (random offset) to
 the level above with twice the weight. k = 200 gives about 1.3 % rank error at
 99 % confidence (the whylogs/DataSketches figure). Updates are vectorised with
-numpy, a chunk of at most ``k`` values at a time, so a batch never grows memory.
+numpy: level 0 is a buffer of ``k`` values compacted as a whole, so a batch never
+grows memory and the result does not depend on how the stream was chunked.
 """
 
 from __future__ import annotations
@@ -50,15 +51,22 @@ class KllSketch:
         self.n += int(v.size)
         self.min = min(self.min, float(v.min()))
         self.max = max(self.max, float(v.max()))
-        for start in range(0, v.size, self.k):
-            self.levels[0] = np.concatenate((self.levels[0], v[start:start + self.k]))
-            self._compress()
+        # Level 0 is filled to exactly k items before each compaction, so the
+        # sketch (and its random offsets) are the same however the stream is chunked.
+        start = 0
+        while start < v.size:
+            room = max(1, self.k - self.levels[0].size)
+            self.levels[0] = np.concatenate((self.levels[0], v[start:start + room]))
+            start += room
+            if self.levels[0].size >= self.k:
+                self._compress()
 
     def _compress(self) -> None:
         level = 0
         while level < len(self.levels):
             buf = self.levels[level]
-            if buf.size > self._capacity(level):
+            # level 0 doubles as the input buffer: it is compacted whenever it holds k items
+            if buf.size > self._capacity(level) or (level == 0 and buf.size >= self.k):
                 if level + 1 == len(self.levels):
                     self.levels.append(np.empty(0, dtype=np.float64))
                 buf = np.sort(buf)

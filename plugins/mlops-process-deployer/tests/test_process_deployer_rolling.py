@@ -1,0 +1,196 @@
+"""A rolling update under continuous load loses no request.
+
+Client threads POST V2 requests to the deployment's stable URL while it is updated
+from version 1 to 2 (through the real CLI, in another process) and rolled back
+(through ``mlops_core.rollback``). No client retries anything: a request counts
+as failed on any error, so a connection the old server drops shows up here.
+
+Two kinds of clients run side by side:
+
+* keep-alive clients (``http.client``, one persistent connection each): they only
+  open a new connection when the server says ``Connection: close`` or after an
+  error. ``http.client`` checks nothing before reusing a connection, so a server
+  that closes idle keep-alive connections while draining loses their next request
+  (the request crosses the server's FIN on the wire).
+* new-connection clients: one connection per request, so the SO_REUSEPORT
+  hand-over of *new* connections between the old and the new listener is exercised.
+
+The test runs twice: against the installed mlops-server, and against it with the
+change proposed in ``process_deployer_drainfix.py``. Until mlops-server ships that
+change (and says so with ``mlops_server.server.GRACEFUL_HANDOVER = True``), lost
+requests against the installed server are reported as an expected failure that
+carries the figures; with the change applied, not a single request may fail.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import attrs
+import pytest
+
+import mlops_core
+from mlops_core import api
+from process_deployer_support import ANSWERS, ROWS, DeployEnv
+
+pytestmark = pytest.mark.slow
+
+_BODY = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [len(ROWS), 2],
+                                "data": [v for r in ROWS for v in r]}]}).encode()
+_VERSION_OF = {tuple(v): k for k, v in ANSWERS.items()}
+
+
+@attrs.frozen
+class Outcome:
+    client: str
+    sent: float
+    done: float
+    version: int | None  # which version answered (None: failed)
+    error: str | None = None
+
+
+class LoadGenerator:
+    """Client threads sending V2 requests until stopped, or until a per-client count or time bound."""
+
+    def __init__(self, url: str, *, keepalive_clients: int, new_connection_clients: int,
+                 max_requests_per_client: int = 100_000, max_seconds: float = 300.0) -> None:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.max_requests = max_requests_per_client
+        self.deadline = time.monotonic() + max_seconds
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.outcomes: list[Outcome] = []
+        self.threads = [threading.Thread(target=self._run, args=(f"keepalive-{i}", True), daemon=True)
+                        for i in range(keepalive_clients)]
+        self.threads += [threading.Thread(target=self._run, args=(f"new-conn-{i}", False), daemon=True)
+                         for i in range(new_connection_clients)]
+
+    def __enter__(self) -> "LoadGenerator":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(60)
+
+    def completed(self) -> int:
+        with self.lock:
+            return len(self.outcomes)
+
+    def wait_for(self, more: int, timeout: float = 120.0) -> None:
+        """Block until ``more`` further requests completed (a count, not a duration)."""
+        target = self.completed() + more
+        limit = time.monotonic() + timeout
+        while self.completed() < target:
+            assert time.monotonic() < limit, "the load generator stalled"
+            time.sleep(0.01)
+
+    def _run(self, client: str, keepalive: bool) -> None:
+        conn: http.client.HTTPConnection | None = None
+        for _ in range(self.max_requests):
+            if self.stopping.is_set() or time.monotonic() > self.deadline:
+                break
+            if conn is None:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+            sent = time.monotonic()
+            try:
+                headers = {"Content-Type": "application/json"}
+                if not keepalive:
+                    headers["Connection"] = "close"
+                conn.request("POST", "/v2/models/adder/infer", _BODY, headers)
+                response = conn.getresponse()
+                data = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
+                answer = tuple(round(v, 6) for v in json.loads(data)["outputs"][0]["data"])
+                outcome = Outcome(client, sent, time.monotonic(), _VERSION_OF.get(answer),
+                                  None if answer in _VERSION_OF else f"unexpected answer {answer}")
+                if response.will_close or not keepalive:  # the server said Connection: close
+                    conn.close()
+                    conn = None
+            except Exception as exc:  # noqa: BLE001 - every failure is recorded, none is retried
+                outcome = Outcome(client, sent, time.monotonic(), None, f"{type(exc).__name__}: {exc}")
+                conn.close()
+                conn = None
+            with self.lock:
+                self.outcomes.append(outcome)
+        if conn is not None:
+            conn.close()
+
+
+@pytest.fixture(params=["installed-server", "proposed-drain-fix"])
+def server_variant(request: pytest.FixtureRequest, fresh: DeployEnv, tmp_path: Path) -> Iterator[str]:
+    """Deploy with the installed server, or through the drain-fix wrapper (``python`` of the deployer)."""
+    if request.param == "installed-server":
+        yield request.param
+        return
+    wrapper = tmp_path / "python-with-drain-fix"
+    fix = Path(__file__).with_name("process_deployer_drainfix.py")
+    # The deployer runs `<python> -m mlops_server ARGS`; drop `-m mlops_server`, keep the arguments.
+    wrapper.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{fix}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    original = fresh.stack_file.read_text()
+    fresh.stack_file.write_text(original + f'python = "{wrapper}"\n')
+    api.set_stack(None)
+    try:
+        yield request.param
+    finally:
+        fresh.stack_file.write_text(original)
+        api.set_stack(None)
+
+
+def _server_has_graceful_handover() -> bool:
+    import mlops_server.server
+
+    return bool(getattr(mlops_server.server, "GRACEFUL_HANDOVER", False))
+
+
+def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv, server_variant: str) -> None:
+    deployment = mlops_core.deploy("models:/adder/1", name="rolling")
+    marks: dict[str, float] = {}
+    with LoadGenerator(deployment.url, keepalive_clients=6, new_connection_clients=2) as load:
+        load.wait_for(300)
+        marks["update_start"] = time.monotonic()
+        updated = fresh.cli_json("deploy", "models:/adder/2", "--name", "rolling")
+        marks["update_done"] = time.monotonic()
+        load.wait_for(300)
+        marks["rollback_start"] = time.monotonic()
+        rolled = mlops_core.rollback("rolling")
+        marks["rollback_done"] = time.monotonic()
+        load.wait_for(300)
+    outcomes = list(load.outcomes)
+
+    assert (updated["version"], updated["previous_version"]) == (2, 1)
+    assert (rolled.version, rolled.previous_version, rolled.url) == (1, 2, deployment.url)
+    failed = [o for o in outcomes if o.error]
+    by_version = {v: sum(1 for o in outcomes if o.version == v) for v in (1, 2)}
+    figures = (f"{len(outcomes)} requests sent, {len(failed)} failed "
+               f"({', '.join(sorted({o.error.split(':')[0] for o in failed if o.error}))})")
+    print(f"\nrolling update under load ({server_variant}): {len(outcomes)} requests sent, {len(failed)} failed, "
+          f"answered by v1: {by_version[1]}, by v2: {by_version[2]}, "
+          f"during the update: {sum(1 for o in outcomes if marks['update_start'] <= o.sent <= marks['update_done'])}, "
+          f"during the rollback: "
+          f"{sum(1 for o in outcomes if marks['rollback_start'] <= o.sent <= marks['rollback_done'])}")
+    # Responses switch from v1's answers to v2's and back, at the moments the deploys say they did.
+    answered = [o for o in outcomes if not o.error]
+    before = [o.version for o in answered if o.done < marks["update_start"]]
+    on_v2 = [o.version for o in answered if marks["update_done"] < o.sent and o.done < marks["rollback_start"]]
+    after = [o.version for o in answered if o.sent > marks["rollback_done"]]
+    assert before and set(before) == {1}
+    assert on_v2 and set(on_v2) == {2}
+    assert after and set(after) == {1}
+
+    if failed and server_variant == "installed-server" and not _server_has_graceful_handover():
+        pytest.xfail(f"{figures}: mlops-server cuts idle keep-alive connections and resets its accept queue "
+                     "when it drains; see process_deployer_drainfix.py for the change it needs")
+    assert not failed, f"{len(failed)} of {len(outcomes)} requests failed, e.g. {failed[:5]}"

@@ -66,6 +66,8 @@ def main() -> int:
     from oci_testkit import debootstrap_base_layout, make_stack
 
     work = Path(tempfile.mkdtemp(prefix="bench-build-"))
+    (work / "registry").mkdir()
+    (work / "podman").mkdir()
     registry = Registry(work / "registry")
     podman = PodmanService(work / "podman", [registry.host])
     rows: list[tuple[str, str, str]] = []

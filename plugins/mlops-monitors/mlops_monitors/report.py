@@ -39,7 +39,7 @@ def _fmt(x: Any) -> str:
     if isinstance(x, float):
         if math.isnan(x):
             return "nan"
-        return f"{x:.4g}"
+        return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3g}"
     return str(x)
 
 
@@ -81,11 +81,13 @@ def histogram_svg(fp: FeatureProfile, current: Iterable[int], *, width: int = 52
             tip = html.escape(f"{'reference' if j == 0 else 'current'} {labels[i] if i < len(labels) else ''}: {p:.1%}")
             parts.append(f'<rect x="{x0 + j * bar:.1f}" y="{10 + plot_h - h:.1f}" width="{bar:.1f}" '
                          f'height="{h:.1f}" fill="{color}"><title>{tip}</title></rect>')
-    step = max(1, math.ceil(n / 6))
+    # numeric ticks name a bin's lower edge (the full interval is in each bar's tooltip)
+    ticks = [lab.split(",")[0].lstrip("[") if fp.kind == "numeric" else lab for lab in labels]
+    step = max(1, math.ceil(n / (5 if fp.kind == "numeric" else 8)))
     for i in range(0, n, step):
-        x = left + (i + 0.5) * slot
-        text = labels[i] if i < len(labels) else ""
-        text = text if len(text) <= 22 else text[:21] + "…"
+        x = left + (i + (0 if fp.kind == "numeric" else 0.5)) * slot
+        text = ticks[i] if i < len(ticks) else ""
+        text = text if len(text) <= 14 else text[:13] + "…"
         parts.append(f'<text x="{x:.1f}" y="{height - 26}" font-size="9" text-anchor="middle" fill="#444">'
                      f'{html.escape(text)}</text>')
     parts.append(f'<line x1="{left}" y1="{10 + plot_h}" x2="{left + plot_w}" y2="{10 + plot_h}" stroke="#888"/>')
@@ -119,7 +121,7 @@ def render_report(profile: ReferenceProfile, report: DriftReport, *, title: str 
         if fp is None:
             continue
         cards.append(f'<div class="card{" drift" if f.drifted else ""}"><h3>{html.escape(f.name)} '
-                     f'<small>({f.kind}, {f.method} = {_fmt(f.score)})</small></h3>'
+                     f'<small>({f.kind}, {"chi² p" if f.method == "chi2" else f.method} = {_fmt(f.score)})</small></h3>'
                      f'{histogram_svg(fp, f.counts)}</div>')
     legend = (f'<div class="legend"><span style="background:{REF_COLOR}"></span>reference '
               f'({profile.rows} rows) <span style="background:{CUR_COLOR}"></span>current ({report.rows} rows)</div>')

@@ -41,7 +41,7 @@ class WebhookConfig:
     """Settings of ``[[monitors]] backend = "webhook"``: ``url`` (required), ``headers``,
     ``min_severity``, ``timeout_s``, ``max_attempts``, ``backoff_s``, ``backoff_max_s``, ``queue_size``."""
 
-    url: str = attrs.field(validator=attrs.validators.matches_re(r"^https?://"))
+    url: str = attrs.field(validator=attrs.validators.matches_re(r"https?://\S+"))
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
     min_severity: str = attrs.field(default="info", validator=attrs.validators.in_(SEVERITIES))
     timeout_s: float = 5.0

@@ -161,8 +161,14 @@ def run_mlflow(work: Path, podman, base: str, results: dict) -> str:
     # MLflow's Dockerfile runs `pip` and `python`: give the local base both (not timed).
     pip_base = "localhost/bench/python-pip:bookworm"
     (work / "pipbase").mkdir()
+    # This machine reaches PyPI through an egress proxy with its own CA: the build containers must
+    # trust it too, or pip inside MLflow's build fails with CERTIFICATE_VERIFY_FAILED.
+    ca = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+    shutil.copyfile(ca, work / "pipbase" / "host-ca.crt")
     (work / "pipbase" / "Dockerfile").write_text(
-        f"FROM {base}\nRUN apt-get update && apt-get install -y --no-install-recommends python3-pip python-is-python3 "
+        f"FROM {base}\nCOPY host-ca.crt /etc/ssl/certs/host-ca.crt\n"
+        "ENV PIP_CERT=/etc/ssl/certs/host-ca.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca.crt\n"
+        "RUN apt-get update && apt-get install -y --no-install-recommends python3-pip python-is-python3 "
         "&& rm -rf /var/lib/apt/lists/*\nENV PIP_BREAK_SYSTEM_PACKAGES=1\n")
     t = time.perf_counter()
     prep = podman.podman("build", "--tls-verify=false", "--network", "host", "-t", pip_base, str(work / "pipbase"), check=False)
@@ -185,8 +191,8 @@ def run_mlflow(work: Path, podman, base: str, results: dict) -> str:
     warm = podman.podman("build", "--network", "host", "-t", "localhost/bench/mlflow:2", str(out), check=False)
     if warm.returncode == 0:
         results["mlflow_warm"] = time.perf_counter() - t
-    return (f"{original_from} rewritten to the local base + python3-pip (that prep build took {prep_s:.0f} s and is "
-            f"not counted); `pip install mlflow` and the model's requirements come from PyPI during the build")
+    return (f"{original_from} rewritten to the local base + python3-pip and the host's CA bundle "
+            f"(that prep build took {prep_s:.0f} s and is not counted); `pip install mlflow` and the model's requirements come from PyPI during the build")
 
 
 if __name__ == "__main__":

@@ -52,12 +52,20 @@ class BackendContext:
 
     ``home`` is the stack's local folder (``./.mlops`` by default) where embedded
     backends keep state; ``hooks`` lets a backend fire events; ``name`` is the
-    backend name chosen in the stack.
+    backend name chosen in the stack; ``base_dir`` is the folder relative paths in
+    settings are taken from: the stack file's folder (so ``mlops`` run from a
+    subfolder opens the same files), or the current folder without a stack file.
     """
 
     home: Path
     hooks: "Hooks"
     name: str
+    base_dir: Path = attrs.field(factory=Path.cwd)
+
+    def resolve_path(self, value: "str | Path") -> Path:
+        """A setting's path made absolute against ``base_dir`` (``~`` expanded)."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
 
 
 class Backend(abc.ABC):

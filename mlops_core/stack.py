@@ -66,6 +66,8 @@ class StackConfig:
     components: Mapping[str, ComponentConfig]
     monitors: tuple[ComponentConfig, ...] = ()
     source: str = "embedded defaults"
+    #: Folder that relative paths in backend settings are resolved against.
+    base_dir: Path = attrs.field(factory=Path.cwd)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -153,7 +155,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if not home.is_absolute():
         home = (Path.cwd() if env.get("MLOPS_HOME") else base) / home
     return StackConfig(home=home, components=components, monitors=tuple(monitors),
-                       source=str(path) if path else "embedded defaults")
+                       source=str(path) if path else "embedded defaults", base_dir=base.resolve())
 
 
 class Stack:
@@ -179,7 +181,8 @@ class Stack:
         return self.plugins.hooks
 
     def context(self, name: str) -> BackendContext:
-        return BackendContext(home=self.config.home, hooks=self.plugins.hooks, name=name)
+        return BackendContext(home=self.config.home, hooks=self.plugins.hooks, name=name,
+                              base_dir=self.config.base_dir)
 
     def _build(self, component: str, cc: ComponentConfig) -> Any:
         self.config.home.mkdir(parents=True, exist_ok=True)

@@ -84,3 +84,17 @@ def test_backends_are_built_lazily_and_once(tmp_path):
     assert stack.registry.search_models().items == ()
     assert (tmp_path / ".mlops" / "registry.db").exists()
     stack.close()
+
+
+def test_relative_settings_follow_the_stack_file(tmp_path, monkeypatch):
+    """Running mlops from a subfolder opens the same registry and store as from the project root."""
+    (tmp_path / "mlops.toml").write_text('[registry]\nbackend = "sqlite"\npath = "state/reg.db"\n'
+                                         '[storage]\nbackend = "fsspec"\nurl = "state/artifacts"\n')
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    stack = Stack(load_config(env={}))
+    stack.registry.search_models()
+    stack.storage.write_bytes("k", b"v")
+    assert (tmp_path / "state" / "reg.db").exists()
+    assert (tmp_path / "state" / "artifacts" / "k").read_bytes() == b"v"
+    stack.close()

@@ -37,7 +37,7 @@ class FsspecStorageConfig:
     ``storage_options``: keyword arguments for the fsspec filesystem, for example
     ``{"endpoint_url": "http://127.0.0.1:9000", "key": "...", "secret": "..."}`` for s3fs.
     From the environment, give it as JSON text. A relative local ``url`` is taken from the
-    current folder.
+    stack file's folder (the current folder without a stack file).
     """
 
     url: str | None = attrs.field(default=None, validator=_check_url)

@@ -278,4 +278,6 @@ class FsspecArtifactStore(ArtifactStore):
 def create_store(config: FsspecStorageConfig, context: BackendContext) -> FsspecArtifactStore:
     """The factory the plugin registers: the stack's ``[storage]`` settings and context -> a store."""
     url = config.url or str(context.home / "artifacts")
+    if "://" not in url and "::" not in url:  # a plain local path: relative to the stack file's folder
+        url = str(context.resolve_path(url))
     return FsspecArtifactStore(url, config.storage_options)

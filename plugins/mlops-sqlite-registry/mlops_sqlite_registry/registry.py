@@ -213,7 +213,7 @@ class SqliteRegistry(ModelRegistry):
     @classmethod
     def from_config(cls, config: SqliteRegistryConfig, context: BackendContext) -> "SqliteRegistry":
         """The backend factory: ``factory(config, context)``."""
-        path = Path(config.path).expanduser() if config.path else Path(context.home) / "registry.db"
+        path = context.resolve_path(config.path) if config.path else Path(context.home) / "registry.db"
         return cls(path, timeout=config.timeout)
 
     def __repr__(self) -> str:

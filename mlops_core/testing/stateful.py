@@ -108,7 +108,7 @@ def registry_state_machine(backend: ModelRegistry, reference_factory: Callable[[
         # Versions created so far, so deletes and aliases mostly hit versions that exist.
         created = Bundle("created")
 
-        @rule(target=created, m=model, artifact=mst.artifact_refs(), description=st.text(max_size=20),
+        @rule(target=created, m=model, artifact=mst.artifact_refs(), description=mst.tag_values(),
               tags=mst.tag_dicts(max_size=2), lineage=mst.lineages())
         def create_version(self, m: int, artifact: ArtifactRef, description: str, tags: dict,
                            lineage: Lineage) -> tuple[int, int]:
@@ -146,12 +146,12 @@ def registry_state_machine(backend: ModelRegistry, reference_factory: Callable[[
         def get_alias(self, m: int, a: str) -> None:
             self.both(lambda r: r.get_alias(self.models[m], a), _version_view)
 
-        @rule(m=model, key=st.sampled_from(["team", "stage"]), value=st.none() | st.text(max_size=8),
+        @rule(m=model, key=st.sampled_from(["team", "stage"]), value=st.none() | mst.tag_values(),
               v=st.none() | number)
         def set_tag(self, m: int, key: str, value: str | None, v: int | None) -> None:
             self.both(lambda r: r.set_tag(self.models[m], key, value, version=v))
 
-        @rule(m=model, description=st.text(max_size=20), v=st.none() | number)
+        @rule(m=model, description=mst.tag_values(), v=st.none() | number)
         def set_description(self, m: int, description: str, v: int | None) -> None:
             self.both(lambda r: r.set_description(self.models[m], description, version=v))
 

@@ -51,7 +51,7 @@ def tag_keys() -> st.SearchStrategy[str]:
 
 
 def tag_values() -> st.SearchStrategy[str]:
-    """Any text, including empty strings and non-ASCII (no NUL: some databases refuse it)."""
+    """Any text, including empty strings and non-ASCII; never NUL, which PostgreSQL text refuses (so may any backend)."""
     return st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
 
 

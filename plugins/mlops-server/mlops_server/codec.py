@@ -55,8 +55,14 @@ class TensorError(ValueError):
     """A tensor in a request is malformed; the message says what was expected."""
 
 
+_BY_DTYPE = {np.dtype(k): v for k, v in _BY_NUMPY.items()}
+
+
 def datatype_of(dtype: np.dtype) -> str:
     """V2 datatype of a numpy dtype (strings, bytes and objects are BYTES)."""
+    name = _BY_DTYPE.get(dtype)  # hashing a dtype is much cheaper than dtype.name
+    if name is not None:
+        return name
     name = _BY_NUMPY.get(dtype.name)
     if name is not None:
         return name
@@ -257,6 +263,8 @@ def to_output_arrays(result: Any, names: Iterable[str]) -> list[tuple[str, np.nd
 
 
 def _as_array(value: Any) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype.kind in "biuf" and value.dtype.isnative:
+        return value  # the common case, checked first
     if isinstance(value, np.ndarray):
         arr = value
     elif hasattr(value, "to_numpy"):

@@ -375,14 +375,26 @@ class DriftMonitor(MonitorBase):
         return self._windows.get((model, version))
 
     # ------------------------------------------------------ background work
-    def _process(self, item: tuple[str, Any]) -> None:
-        kind, payload = item
-        if kind == "predictions":
-            self._observe(payload)
-        elif kind == "bundle":
-            self._remember_example(*payload)
-        elif kind == "registered":
-            self._capture_registered(payload)
+    def _process(self, items: list[tuple[str, Any]]) -> None:
+        # Consecutive prediction events of one version are merged into one window
+        # update: numpy's per-call overhead is paid per batch, not per request.
+        group: list[Any] = []
+        for kind, payload in items:
+            if kind == "predictions":
+                if group and (group[0].model, group[0].version) != (payload.model, payload.version):
+                    self._observe(group)
+                    group = []
+                group.append(payload)
+                continue
+            if group:
+                self._observe(group)
+                group = []
+            if kind == "bundle":
+                self._remember_example(*payload)
+            elif kind == "registered":
+                self._capture_registered(payload)
+        if group:
+            self._observe(group)
 
     def _profile_for(self, key: tuple[str, int | None]) -> ReferenceProfile | None:
         if key in self._profiles and self._profiles[key] is not None:
@@ -400,18 +412,18 @@ class DriftMonitor(MonitorBase):
             self._profiles[key] = profile
         return profile
 
-    def _observe(self, event: Any) -> None:
-        key = (event.model, event.version)
+    def _observe(self, events: list[Any]) -> None:
+        key = (events[0].model, events[0].version)
         profile = self._profile_for(key)
         if profile is None:
-            self.unprofiled_events += 1
+            self.unprofiled_events += len(events)
             return
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = ModelWindow(profile, window_rows=self.config.window_rows,
                                                       subwindows=self.config.subwindows,
                                                       features=self.config.features)
-        window.add(extract_features(event.inputs))
+        window.add(_stacked_features(events))
         every = self.config.evaluate_every or window.slot_rows or self.config.window_rows
         if window.since_eval >= every and window.window_rows >= self.config.min_rows:
             window.since_eval = 0
@@ -490,6 +502,23 @@ class DriftMonitor(MonitorBase):
             self.persist()
         except Exception:
             log.exception("could not persist the last drift reports")
+
+
+def _stacked_features(events: list[Any]) -> dict[str, np.ndarray]:
+    """Features of several events, concatenated row-wise (events whose tensors do not stack are skipped)."""
+    if len(events) == 1:
+        return extract_features(events[0].inputs)
+    per_event = [extract_features(e.inputs) for e in events]
+    names = set(per_event[0])
+    for feats in per_event[1:]:
+        names &= set(feats)
+    out = {}
+    for name in names:
+        try:
+            out[name] = np.concatenate([feats[name] for feats in per_event])
+        except ValueError:  # mixed dtypes that cannot be joined: fall back to the first event only
+            out[name] = per_event[0][name]
+    return out
 
 
 def create_monitor(config: DriftConfig, context: Any) -> DriftMonitor:

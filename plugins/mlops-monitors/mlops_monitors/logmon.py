@@ -66,14 +66,13 @@ class LogMonitorConfig:
 
 
 def _jsonable(value: Any, max_rows: int) -> tuple[Any, bool]:
-    tolist = getattr(value, "tolist", None)
-    shape = getattr(value, "shape", None)
     truncated = False
-    if shape is not None and len(shape) >= 1 and shape[0] > max_rows:
-        value = value[:max_rows]
-        truncated = True
-    if tolist is not None:
-        value = value.tolist()
+    shape = getattr(value, "shape", None)
+    if shape is not None:  # numpy (or array-like with tolist)
+        if len(shape) >= 1 and shape[0] > max_rows:
+            value = value[:max_rows]
+            truncated = True
+        return value.tolist(), truncated
     elif isinstance(value, (list, tuple)) and len(value) > max_rows:
         value, truncated = list(value[:max_rows]), True
     if isinstance(value, bytes):
@@ -90,6 +89,7 @@ class LogMonitor(MonitorBase):
         super().__init__(context, storage)
         self.config = config or LogMonitorConfig()
         self._rng = random.Random(self.config.seed)
+        self._day_cache: tuple[int, str] = (-1, "")
         self._buffers: dict[str, list[bytes]] = {}
         self._buffered = 0
         self._last_flush = time.monotonic()
@@ -141,28 +141,41 @@ class LogMonitor(MonitorBase):
         self._event("alert", alert=to_json(alert))
 
     # ---------------------------------------------------- background work
-    def _process(self, item: tuple[str, Any]) -> None:
-        kind, payload = item
-        now = dt.datetime.now(dt.timezone.utc)
+    def _process(self, items: list[tuple[str, Any]]) -> None:
+        for item in items:
+            self._record(*item)
+
+    def _day(self, ts: float) -> str:
+        day = int(ts // 86400)
+        if day != self._day_cache[0]:  # strftime once a day, not once a record
+            self._day_cache = (day, dt.datetime.fromtimestamp(day * 86400, dt.timezone.utc).strftime("%Y-%m-%d"))
+        return self._day_cache[1]
+
+    def _record(self, kind: str, payload: Any) -> None:
         if kind == "prediction":
             ev = payload
-            record: dict[str, Any] = {"ts": ev.timestamp or now.timestamp(), "model": ev.model, "version": ev.version,
+            ts = ev.timestamp or time.time()
+            record: dict[str, Any] = {"ts": ts, "model": ev.model, "version": ev.version,
                                       "latency_s": ev.latency_s, "batch_size": ev.batch_size, "error": ev.error}
             truncated = False
-            for field, enabled in (("inputs", self.config.log_inputs), ("outputs", self.config.log_outputs)):
-                if enabled:
-                    values = {}
-                    for name, value in (getattr(ev, field) or {}).items():
-                        values[name], cut = _jsonable(value, self.config.max_rows)
-                        truncated |= cut
-                    record[field] = values
+            max_rows = self.config.max_rows
+            if self.config.log_inputs:
+                values = record["inputs"] = {}
+                for name, value in ev.inputs.items():
+                    values[name], cut = _jsonable(value, max_rows)
+                    truncated |= cut
+            if self.config.log_outputs:
+                values = record["outputs"] = {}
+                for name, value in (ev.outputs or {}).items():
+                    values[name], cut = _jsonable(value, max_rows)
+                    truncated |= cut
             if truncated:
                 record["truncated"] = True
-            stamp = dt.datetime.fromtimestamp(record["ts"], dt.timezone.utc)
-            key_dir = f"{self.config.prefix}/predictions/{ev.model}/{stamp:%Y-%m-%d}"
+            key_dir = f"{self.config.prefix}/predictions/{ev.model}/{self._day(ts)}"
         else:
-            record = {"ts": now.timestamp(), **payload}
-            key_dir = f"{self.config.prefix}/events/{now:%Y-%m-%d}"
+            ts = time.time()
+            record = {"ts": ts, **payload}
+            key_dir = f"{self.config.prefix}/events/{self._day(ts)}"
         line = json.dumps(record, default=str, separators=(",", ":")).encode("utf-8") + b"\n"
         with self._write_lock:
             self._buffers.setdefault(key_dir, []).append(line)
@@ -185,8 +198,10 @@ class LogMonitor(MonitorBase):
             try:
                 self.storage.write(key, io.BytesIO(b"".join(lines)))
             except Exception:
+                # counted with the worker's errors (mlops_monitor_errors_total); serving never sees it
+                self.worker.errors += 1
                 log.exception("could not write %d log records to %s; they are lost", len(lines), key)
-                raise
+                continue
             self.records_written += len(lines)
             self.objects_written += 1
 

@@ -63,7 +63,9 @@ class WebhookAlerter(MonitorBase):
         self.failed = 0
         self.attempts = 0
         self._rng = random.Random()
-        self.worker = BackgroundWorker("webhook", self._deliver, maxsize=config.queue_size)
+        # one alert at a time: an alert being retried holds its place, later ones wait in the queue
+        self.worker = BackgroundWorker("webhook", lambda alerts: [self._deliver(a) for a in alerts],
+                                       maxsize=config.queue_size, batch_max=1)
 
     @hookimpl
     def mlops_alert(self, alert: dict[str, Any]) -> None:

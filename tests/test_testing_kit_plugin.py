@@ -179,3 +179,55 @@ def test_generated_names_pass_the_core_validators(model, name, alias, tags, key,
 def test_bundle_files_never_nest_a_file_in_a_file(data) -> None:
     files = data.draw(mst.bundle_files())
     assert not any(b.startswith(a + "/") for a in files for b in files)
+
+
+# ------------------------------------------- the reference stack, end to end
+def test_reference_stack_runs_the_main_job_and_fires_every_lifecycle_event(
+        mlops_plugin_manager, mlops_register_plugin, mlops_hook_recorder, tmp_path) -> None:
+    """Build and deploy through the core API on the kit's reference backends; the events arrive in order."""
+    import mlops_core
+    from mlops_core import api
+    from mlops_core.formats import cloudpickle_format
+    from mlops_core.stack import ComponentConfig, Stack, StackConfig
+    from mlops_core.testing import reference_plugin
+    from mlops_core.testing.models import EXAMPLE_INPUT, DoublingModel
+    from mlops_core.testing.suites.deployer import v2_request
+
+    class Audit:
+        actions: list = []
+
+        @plugins.hookimpl
+        def mlops_image_built(self, version, image):
+            self.actions.append(("built", version.version, image.digest))
+
+        @plugins.hookimpl
+        def mlops_deployment_changed(self, deployment, action):
+            self.actions.append((action, deployment.version))
+
+    mlops_register_plugin(cloudpickle_format, name="cloudpickle")
+    mlops_register_plugin(reference_plugin, name="kit")
+    audit = Audit()
+    mlops_register_plugin(audit, name="audit")
+    config = StackConfig(home=tmp_path / ".mlops", components={
+        "storage": ComponentConfig("kit-memory"), "registry": ComponentConfig("kit-memory"),
+        "builder": ComponentConfig("kit-tarball"), "deployer": ComponentConfig("kit-thread")})
+    with Stack(config, plugins=mlops_plugin_manager) as stack:
+        api.set_stack(stack)
+        try:
+            v1 = mlops_core.register("doubler", DoublingModel("one"), example=EXAMPLE_INPUT)
+            v2 = mlops_core.register("doubler", DoublingModel("two"), example=EXAMPLE_INPUT)
+            image = mlops_core.build(v1.uri)
+            assert mlops_core.build(v1.uri).digest == image.digest
+            d = mlops_core.deploy(v1.uri, name="doubler")
+            assert v2_request(d.url, "/v2/health/ready")[0] == 200
+            assert mlops_core.deploy(v2.uri, name="doubler").previous_version == 1
+            assert mlops_core.rollback("doubler").version == 1
+            mlops_core.undeploy("doubler")
+        finally:
+            api._STACK = None
+    assert audit.actions == [("built", 1, image.digest), ("built", 1, image.digest), ("deployed", 1),
+                             ("updated", 2), ("rolled_back", 1), ("deleted", 1)]
+    assert [c.action for c in mlops_hook_recorder.getcalls("mlops_deployment_changed")] == \
+        ["deployed", "updated", "rolled_back", "deleted"]
+    assert mlops_hook_recorder.getcalls("mlops_image_built")[0].image.digest == image.digest
+    assert not mlops_plugin_manager.hooks.event_errors

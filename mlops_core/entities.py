@@ -81,6 +81,11 @@ def _check_model_name(_inst: Any, _attr: Any, value: str) -> None:
     validate_model_name(value)
 
 
+def _check_version_number(_inst: Any, attr: Any, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInputError(f"{attr.name} must be a version number >= 1, got {value!r}")
+
+
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value or {})
 
@@ -149,9 +154,9 @@ class ArtifactRef:
 class Lineage:
     """Where a version came from. All fields optional; registries store them verbatim."""
 
-    source_run: str | None = None
-    dataset_uri: str | None = None
-    parent_version: int | None = None
+    source_run: str | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
+    dataset_uri: str | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(str)))
+    parent_version: int | None = attrs.field(default=None, validator=attrs.validators.optional(_check_version_number))
 
 
 @attrs.frozen
@@ -167,7 +172,10 @@ class RegisteredModel:
 
 @attrs.frozen
 class ModelVersion:
-    """One immutable version of a registered model (numbered 1..n without gaps per model)."""
+    """One version of a registered model (numbered 1..n without gaps per model).
+
+    Its artifact never changes; tags, description and aliases may.
+    """
 
     model: str = attrs.field(validator=_check_model_name)
     version: int

@@ -157,9 +157,18 @@ class ModelRegistry(Backend):
     """Named models with monotonically numbered, immutable versions, aliases and tags.
 
     Contract every implementation must keep (the conformance kit checks it):
-    versions of one model are numbered 1, 2, 3... with no gap and no duplicate,
-    even under concurrent writers; a deleted version's number is never reused;
-    an alias points at exactly one existing version.
+
+    * versions of one model are numbered 1, 2, 3... with no gap and no duplicate,
+      even under concurrent writers in several processes;
+    * a deleted version's number is never reused, not even after ``delete_model``
+      and re-creation, so ``models:/x/1`` never means two different artifacts;
+    * an alias points at exactly one existing version and goes with it on delete;
+    * a version's artifact never changes (tags and description may);
+    * listings are ordered (models by name, byte order; versions by model, then
+      version descending), ``name_contains`` is case-sensitive, ``page_size >= 1``,
+      and page tokens are opaque strings valid only with the same filters
+      (InvalidInputError otherwise);
+    * an unknown model raises NotFoundError, also from ``search_versions(model)``.
     """
 
     @abc.abstractmethod

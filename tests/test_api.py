@@ -128,3 +128,9 @@ def test_missing_things_say_what_to_do():
         mlops_core.resolve("models:/m@prod")
     with pytest.raises(NotFoundError):
         mlops_core.resolve("models:/m/9")
+
+
+@pytest.mark.parametrize("kwargs", [{"parent_version": 0}, {"parent_version": "2"}, {"source_run": 5}])
+def test_lineage_is_validated_at_the_boundary(kwargs):
+    with pytest.raises((InvalidInputError, TypeError)):
+        Lineage(**kwargs)

@@ -13,7 +13,18 @@ from mlops_core.bundle import load_bundle, save_bundle, schema_path, validate_ma
 from mlops_core.entities import Signature
 from mlops_core.testing import strategies as mst
 
-pytest_plugins = ["pytester", "mlops_core.testing.pytest_plugin"]
+
+def _installed_as_pytest11() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.value == "mlops_core.testing.pytest_plugin" for ep in entry_points(group="pytest11"))
+
+
+# Once mlops-core's pytest11 entry point is installed the fixtures are already there:
+# naming the module again would register it twice.
+pytest_plugins = ["pytester"] + ([] if _installed_as_pytest11() else ["mlops_core.testing.pytest_plugin"])
+#: For inner runs: the same plugin whether or not the entry point is installed.
+WITH_KIT = ("-p", "no:mlops", "-p", "mlops_core.testing.pytest_plugin")
 
 
 # ----------------------------------------------------------------- the fixtures
@@ -30,8 +41,7 @@ def test_plugin_manager_fixture_is_isolated_and_restored(pytester: pytest.Pytest
             pm = plugins.get_plugin_manager()
             assert "cloudpickle" in pm.catalog.names("format"), "the autoloaded manager came back"
     """)
-    result = pytester.runpytest_subprocess("-p", "mlops_core.testing.pytest_plugin", "-p", "no:cacheprovider",
-                                           "-p", "no:randomly")
+    result = pytester.runpytest_subprocess(*WITH_KIT, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
 
 
@@ -41,7 +51,7 @@ def test_plugin_manager_fixture_ignores_the_developers_switches(pytester: pytest
         def test_no_modules_from_env(mlops_plugin_manager):
             assert mlops_plugin_manager.plugins() == []
     """)
-    pytester.runpytest_subprocess("-p", "mlops_core.testing.pytest_plugin").assert_outcomes(passed=1)
+    pytester.runpytest_subprocess(*WITH_KIT).assert_outcomes(passed=1)
 
 
 def test_register_plugin_is_undone_after_the_test(mlops_plugin_manager, mlops_register_plugin) -> None:
@@ -77,7 +87,7 @@ def test_registration_lasts_one_test_only(pytester: pytest.Pytester) -> None:
         def test_two(mlops_plugin_manager):
             assert not mlops_plugin_manager.pm.has_plugin("listener")
     """)
-    pytester.runpytest_subprocess("-p", "mlops_core.testing.pytest_plugin").assert_outcomes(passed=2)
+    pytester.runpytest_subprocess(*WITH_KIT).assert_outcomes(passed=2)
 
 
 def test_hook_recorder_sees_events_providers_and_direct_calls(mlops_plugin_manager, mlops_register_plugin,

@@ -33,6 +33,9 @@ test: venv system-deps
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
 
+docs: venv
+	$(PY) docs/gen_reference.py && $(PY) -m mkdocs build --strict
+
 # The peers (MLflow, MLServer) live in their own venv so they never leak into ours.
 bench-venv:
 	test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench

@@ -11,11 +11,12 @@ stack file or the embedded defaults) unless you pass ``stack=``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .bundle import BundleInfo, load_bundle, save_bundle, verify_bundle
 from .entities import (AliasChange, Deployment, DeploymentSpec, ImageRef, Lineage, ModelURI, ModelVersion, Page,
@@ -24,7 +25,7 @@ from .errors import InvalidInputError, NotFoundError
 from .stack import Stack
 
 __all__ = [
-    "get_stack", "set_stack", "save", "register", "resolve", "resolve_bundle", "load",
+    "get_stack", "set_stack", "use_stack", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
     "set_description", "delete_version", "delete_model", "build", "deploy", "rollback",
     "undeploy", "deployments", "deployment", "deployment_logs",
@@ -52,6 +53,19 @@ def set_stack(stack: Stack | None) -> None:
         _STACK = stack
 
 
+@contextlib.contextmanager
+def use_stack(stack: Stack) -> Iterator[Stack]:
+    """Use ``stack`` for API calls inside the block, then restore the previous one (closing neither)."""
+    global _STACK
+    with _STACK_LOCK:
+        previous, _STACK = _STACK, stack
+    try:
+        yield stack
+    finally:
+        with _STACK_LOCK:
+            _STACK = previous
+
+
 def _stack(stack: Stack | None) -> Stack:
     return stack or get_stack()
 
@@ -65,7 +79,7 @@ def save(model: Any, path: str | os.PathLike[str] | None = None, *, example: Any
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
         path = _stack(stack).home / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
     return save_bundle(model, path, example=example, signature=signature, format=format,
-                       metadata=metadata, overwrite=overwrite)
+                       metadata=metadata, overwrite=overwrite, plugins=_stack(stack).plugins)
 
 
 def register(name: str, source: Any, *, alias: str | None = None, description: str = "",
@@ -118,10 +132,11 @@ def resolve_bundle(uri: str | ModelURI, *, stack: Stack | None = None) -> tuple[
 
 def load(target: str | os.PathLike[str], *, stack: Stack | None = None) -> Any:
     """Load a model from a model URI or a bundle folder; every hash is verified first."""
+    s = _stack(stack)
     if isinstance(target, str) and target.startswith("models:/"):
-        version, path = resolve_bundle(target, stack=stack)
-        return load_bundle(path, expected_digest=version.artifact.digest).model
-    return load_bundle(target).model
+        version, path = resolve_bundle(target, stack=s)
+        return load_bundle(path, expected_digest=version.artifact.digest, plugins=s.plugins).model
+    return load_bundle(target, plugins=s.plugins).model
 
 
 # ----------------------------------------------------------------- registry

@@ -21,7 +21,7 @@ import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import attrs
 
@@ -29,6 +29,9 @@ from ._version import __version__
 from .entities import Signature, utcnow
 from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
 from .interfaces import BackendContext, ModelFormat, validate_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .plugins import PluginManager
 
 __all__ = [
     "MANIFEST",
@@ -98,10 +101,10 @@ class LoadedBundle:
 
 
 # ---------------------------------------------------------------- formats
-def _formats() -> dict[str, ModelFormat]:
+def _formats(plugins: "PluginManager | None" = None) -> dict[str, ModelFormat]:
     from .plugins import get_plugin_manager
 
-    pm = get_plugin_manager()
+    pm = plugins or get_plugin_manager()
     out: dict[str, ModelFormat] = {}
     for name in pm.catalog.names("format"):
         ctx = BackendContext(home=Path(os.environ.get("MLOPS_HOME", ".mlops")), hooks=pm.hooks, name=name)
@@ -109,8 +112,8 @@ def _formats() -> dict[str, ModelFormat]:
     return out
 
 
-def _pick_format(model: Any, name: str | None) -> ModelFormat:
-    formats = _formats()
+def _pick_format(model: Any, name: str | None, plugins: "PluginManager | None" = None) -> ModelFormat:
+    formats = _formats(plugins)
     if name is not None:
         if name not in formats:
             raise InvalidInputError(f"no model format named {name!r}",
@@ -153,13 +156,17 @@ def save_bundle(
     format: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    plugins: "PluginManager | None" = None,
 ) -> BundleInfo:
     """Save ``model`` as a bundle folder at ``path`` and return its info.
 
     The folder appears complete or not at all: everything is written into a
-    temporary sibling folder that is renamed into place at the end.
+    temporary sibling folder that is renamed into place at the end. Formats and
+    the ``bundle_saved`` event come from ``plugins`` (default: the process-wide manager).
     """
     from .plugins import get_plugin_manager
+
+    pm = plugins or get_plugin_manager()
 
     dest = Path(path)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
@@ -169,7 +176,7 @@ def save_bundle(
         from .signature import infer_signature
 
         signature = infer_signature(model, example)
-    fmt = _pick_format(model, format)
+    fmt = _pick_format(model, format, pm)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
@@ -207,7 +214,7 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     info = BundleInfo(path=dest, manifest=manifest, digest="sha256:" + hashlib.sha256(raw).hexdigest())
-    get_plugin_manager().hooks.bundle_saved(dest, manifest)
+    pm.hooks.bundle_saved(dest, manifest)
     return info
 
 
@@ -307,10 +314,11 @@ def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None =
     return BundleInfo(path=folder, manifest=manifest, digest=digest)
 
 
-def load_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None) -> LoadedBundle:
+def load_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None,
+                plugins: "PluginManager | None" = None) -> LoadedBundle:
     """Verify every file of the bundle, then load the model with the format named in the manifest."""
     info = verify_bundle(path, expected_digest=expected_digest)
-    fmt = _formats().get(info.manifest["format"])
+    fmt = _formats(plugins).get(info.manifest["format"])
     if fmt is None:
         raise InvalidInputError(f"bundle {info.path} uses format {info.manifest['format']!r}, which no installed plugin provides",
                                 hint="install the plugin that provides it (see `mlops plugins`)")

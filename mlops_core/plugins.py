@@ -266,6 +266,16 @@ class Hooks:
         self._trace = trace
         self._lock = threading.Lock()
         self.event_errors: Counter[tuple[str, str]] = Counter()
+        self._call_monitors: list[Callable[[str, dict[str, Any], list[str]], None]] = []
+
+    def add_call_monitor(self, before: Callable[[str, dict[str, Any], list[str]], None]) -> Callable[[], None]:
+        """Call ``before(hook_name, kwargs, plugin_names)`` ahead of every event broadcast.
+
+        For test recorders and debugging tools. Returns a function that removes the
+        monitor. Costs one empty-list check per event when no monitor is set.
+        """
+        self._call_monitors.append(before)
+        return lambda: self._call_monitors.remove(before) if before in self._call_monitors else None
 
     def _impls(self, hook_name: str) -> list[Any]:
         return getattr(self._pm.hook, hook_name).get_hookimpls()
@@ -276,6 +286,10 @@ class Hooks:
     def _broadcast(self, hook_name: str, **kwargs: Any) -> list[Any]:
         results = []
         impls = self._impls(hook_name)
+        if self._call_monitors:
+            names = [i.plugin_name for i in reversed(impls) if not (i.hookwrapper or i.wrapper)]
+            for monitor in list(self._call_monitors):
+                monitor(hook_name, kwargs, names)
         for impl in reversed(impls):  # pluggy order: last registered first
             if impl.hookwrapper or impl.wrapper:
                 continue
@@ -485,7 +499,9 @@ def get_plugin_manager() -> PluginManager:
     return _MANAGER
 
 
-def reset_plugin_manager(manager: PluginManager | None = None) -> None:
-    """Replace (or drop, to reload on next use) the process-wide manager. For tests and tools."""
+def reset_plugin_manager(manager: PluginManager | None = None) -> PluginManager | None:
+    """Replace (or drop, to reload on next use) the process-wide manager; returns the previous one."""
     global _MANAGER
-    _MANAGER = manager
+    with _MANAGER_LOCK:
+        previous, _MANAGER = _MANAGER, manager
+    return previous

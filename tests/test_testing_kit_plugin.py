@@ -221,20 +221,16 @@ def test_reference_stack_runs_the_main_job_and_fires_every_lifecycle_event(
     config = StackConfig(home=tmp_path / ".mlops", components={
         "storage": ComponentConfig("kit-memory"), "registry": ComponentConfig("kit-memory"),
         "builder": ComponentConfig("kit-tarball"), "deployer": ComponentConfig("kit-thread")})
-    with Stack(config, plugins=mlops_plugin_manager) as stack:
-        api.set_stack(stack)
-        try:
-            v1 = mlops_core.register("doubler", DoublingModel("one"), example=EXAMPLE_INPUT)
-            v2 = mlops_core.register("doubler", DoublingModel("two"), example=EXAMPLE_INPUT)
-            image = mlops_core.build(v1.uri)
-            assert mlops_core.build(v1.uri).digest == image.digest
-            d = mlops_core.deploy(v1.uri, name="doubler")
-            assert v2_request(d.url, "/v2/health/ready")[0] == 200
-            assert mlops_core.deploy(v2.uri, name="doubler").previous_version == 1
-            assert mlops_core.rollback("doubler").version == 1
-            mlops_core.undeploy("doubler")
-        finally:
-            api._STACK = None
+    with Stack(config, plugins=mlops_plugin_manager) as stack, api.use_stack(stack):
+        v1 = mlops_core.register("doubler", DoublingModel("one"), example=EXAMPLE_INPUT)
+        v2 = mlops_core.register("doubler", DoublingModel("two"), example=EXAMPLE_INPUT)
+        image = mlops_core.build(v1.uri)
+        assert mlops_core.build(v1.uri).digest == image.digest
+        d = mlops_core.deploy(v1.uri, name="doubler")
+        assert v2_request(d.url, "/v2/health/ready")[0] == 200
+        assert mlops_core.deploy(v2.uri, name="doubler").previous_version == 1
+        assert mlops_core.rollback("doubler").version == 1
+        mlops_core.undeploy("doubler")
     assert audit.actions == [("built", 1, image.digest), ("built", 1, image.digest), ("deployed", 1),
                              ("updated", 2), ("rolled_back", 1), ("deleted", 1)]
     assert [c.action for c in mlops_hook_recorder.getcalls("mlops_deployment_changed")] == \

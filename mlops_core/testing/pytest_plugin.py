@@ -111,9 +111,8 @@ def mlops_plugin_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     for name in _ISOLATED_ENV:
         monkeypatch.delenv(name, raising=False)
-    previous = plugins._MANAGER
     manager = plugins.PluginManager(autoload=False)
-    plugins.reset_plugin_manager(manager)
+    previous = plugins.reset_plugin_manager(manager)
     try:
         yield manager
     finally:
@@ -147,14 +146,6 @@ def mlops_hook_recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[HookRecorde
     from mlops_core import plugins
 
     recorder = HookRecorder()
-    original_broadcast = plugins.Hooks._broadcast
-
-    def broadcast(self: Any, hook_name: str, **kwargs: Any) -> list[Any]:
-        impls = [i for i in self._impls(hook_name) if not (i.hookwrapper or i.wrapper)]
-        recorder.record(hook_name, kwargs, [i.plugin_name for i in reversed(impls)])
-        return original_broadcast(self, hook_name, **kwargs)
-
-    monkeypatch.setattr(plugins.Hooks, "_broadcast", broadcast)
 
     # Provider hooks run once per plugin at registration, outside pluggy's call path.
     original_register = plugins.PluginManager.register
@@ -179,6 +170,8 @@ def mlops_hook_recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[HookRecorde
             recorder.record(hook_name, kwargs, [i.plugin_name for i in reversed(hook_impls)])
 
         undo.append(manager.pm.add_hookcall_monitoring(before, lambda *a: None))
+        # Events go through the facade, which calls each implementation on its own.
+        undo.append(manager.hooks.add_call_monitor(recorder.record))
 
     original_init = plugins.PluginManager.__init__
 
@@ -187,8 +180,10 @@ def mlops_hook_recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[HookRecorde
         monitor(self)
 
     monkeypatch.setattr(plugins.PluginManager, "__init__", init)
-    if plugins._MANAGER is not None:
-        monitor(plugins._MANAGER)
+    current = plugins.reset_plugin_manager(None)
+    plugins.reset_plugin_manager(current)
+    if current is not None:
+        monitor(current)
     yield recorder
     for fn in undo:
         fn()
@@ -204,11 +199,8 @@ def mlops_stack(tmp_path: Path) -> Iterator[Any]:
     config = StackConfig(home=home, components={c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS},
                          source=f"mlops_stack fixture ({home})")
     stack = Stack(config)
-    with api._STACK_LOCK:
-        previous, api._STACK = api._STACK, stack
     try:
-        yield stack
+        with api.use_stack(stack):
+            yield stack
     finally:
-        with api._STACK_LOCK:
-            api._STACK = previous
         stack.close()

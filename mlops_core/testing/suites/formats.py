@@ -91,8 +91,7 @@ class FormatSuite(ConformanceSuite):
                                                 tmp_path: Path) -> None:
         """save_bundle/load_bundle with this format, registered in an isolated plugin manager; a flipped byte is refused."""
         from ...bundle import load_bundle, save_bundle
-        from ...plugins import PluginManager, hookimpl, reset_plugin_manager
-        from ... import plugins as plugins_module
+        from ...plugins import PluginManager, hookimpl
 
         class _Provider:
             @hookimpl
@@ -101,24 +100,20 @@ class FormatSuite(ConformanceSuite):
 
         pm = PluginManager(autoload=False)
         assert pm.register(_Provider(), name="kit-format") == "kit-format", pm.failures
-        previous = plugins_module._MANAGER
-        reset_plugin_manager(pm)
-        try:
-            info = save_bundle(model, tmp_path / "bundle", format=backend.name)
-            assert info.manifest["format"] == backend.name
-            loaded = load_bundle(info.path, expected_digest=info.digest)
-            self.assert_same_predictions(self.predict(model, example), self.predict(loaded.model, example))
-            victim = tmp_path / "bundle" / info.manifest["files"][0]["path"]
-            data = bytearray(victim.read_bytes())
-            if data:
-                data[0] ^= 0xFF
-            else:
-                data = bytearray(b"x")
-            victim.write_bytes(bytes(data))
-            with pytest.raises(IntegrityError):
-                load_bundle(info.path)
-        finally:
-            reset_plugin_manager(previous)
+        # The bundle functions use this isolated manager, not the process-wide one.
+        info = save_bundle(model, tmp_path / "bundle", format=backend.name, plugins=pm)
+        assert info.manifest["format"] == backend.name
+        loaded = load_bundle(info.path, expected_digest=info.digest, plugins=pm)
+        self.assert_same_predictions(self.predict(model, example), self.predict(loaded.model, example))
+        victim = tmp_path / "bundle" / info.manifest["files"][0]["path"]
+        data = bytearray(victim.read_bytes())
+        if data:
+            data[0] ^= 0xFF
+        else:
+            data = bytearray(b"x")
+        victim.write_bytes(bytes(data))
+        with pytest.raises(IntegrityError):
+            load_bundle(info.path, plugins=pm)
 
     def test_load_of_missing_files_is_an_error(self, backend: ModelFormat, tmp_path: Path) -> None:
         with pytest.raises((MlopsError, OSError, EOFError, ValueError)):

@@ -71,6 +71,34 @@ def http_post(url: str, body: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def group_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in _descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / ticks
+
+
 def group_rss_mb(pid: int) -> float:
     """Resident memory of a process and its descendants."""
     total = 0
@@ -251,7 +279,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per point (default 10)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--rounds", type=int, default=1, help="repeat every point; the median round is kept")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every point (servers interleaved); the median round by req/s is kept")
     parser.add_argument("--only", nargs="*", default=None, help="labels (substring) of the servers to run")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -269,36 +298,55 @@ def main() -> int:
     print(f"# serving benchmark: {os.cpu_count()} CPUs, wrk -t1, keep-alive, {args.duration:g} s per point, "
           f"{args.rounds} round(s); 1-row LogisticRegression(iris); OPENBLAS_CORETYPE={cpu}")
     results: dict[str, dict] = {}
-    for server in servers:
-        try:
-            server.start()
-        except RuntimeError as exc:
-            tail = server.log.read_text(errors="replace").strip().splitlines()[-6:]
-            print(f"{server.label}: {exc}\n    " + "\n    ".join(tail))
-            server.stop()
-            continue
-        try:
+    running: list[Server] = []
+    try:
+        # Start everything first (one at a time, so start-up times are fair), then measure
+        # round-robin: every server sees the same share of whatever else the machine is doing.
+        for server in servers:
+            try:
+                server.start()
+            except RuntimeError as exc:
+                tail = server.log.read_text(errors="replace").strip().splitlines()[-6:]
+                print(f"{server.label}: {exc}\n    " + "\n    ".join(tail))
+                server.stop()
+                continue
+            running.append(server)
+            print(f"  {server.label:<30} ready in {server.startup_s:.2f} s", flush=True)
+        for server in running:
             wrk(server.url, server.body, max(args.concurrency), min(3.0, args.duration), workdir)  # warm-up
-            points = {}
+        samples: dict[tuple[str, int], list[dict]] = {}
+        for rnd in range(args.rounds):
             for c in args.concurrency:
-                runs = sorted((wrk(server.url, server.body, c, args.duration, workdir) for _ in range(args.rounds)),
-                              key=lambda r: r["rps"])
-                points[c] = runs[len(runs) // 2]
-                print(f"  {server.label:<30} c={c:<3} {points[c]['rps']:>8.0f} req/s  p50 {points[c]['p50_ms']:7.2f} ms"
-                      f"  p99 {points[c]['p99_ms']:7.2f} ms  errors {points[c]['errors']}", flush=True)
-        finally:
+                for server in running:
+                    assert server.proc is not None
+                    cpu0 = group_cpu_s(server.proc.pid)
+                    point = wrk(server.url, server.body, c, args.duration, workdir)
+                    cpu = group_cpu_s(server.proc.pid) - cpu0
+                    point["cpu_us_per_req"] = cpu / point["requests"] * 1e6 if point["requests"] else float("nan")
+                    samples.setdefault((server.label, c), []).append(point)
+                    print(f"  round {rnd + 1} {server.label:<30} c={c:<3} {point['rps']:>8.0f} req/s  "
+                          f"p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:7.2f} ms  "
+                          f"server CPU {point['cpu_us_per_req']:6.0f} us/req  errors {point['errors']}", flush=True)
+    finally:
+        for server in running:
             server.stop()
+    for server in running:
+        points = {}
+        for c in args.concurrency:
+            runs = sorted(samples[(server.label, c)], key=lambda r: r["rps"])
+            points[c] = runs[len(runs) // 2]
         results[server.label] = {"startup_s": server.startup_s, "rss_mb": server.rss_mb, "points": points}
 
     print()
     cs = args.concurrency
     header = f"{'server':<30} {'start s':>7} {'RSS MB':>7} " + " ".join(
-        f"{'c=' + str(c) + ' req/s':>12} {'p50 ms':>7} {'p99 ms':>7}" for c in cs)
+        f"{'c=' + str(c) + ' req/s':>12} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>6}" for c in cs)
     print(header)
     print("-" * len(header))
+    # CPU us = server CPU time per request (all its processes): the figure least moved by other load.
     for label, r in results.items():
         cells = " ".join(f"{r['points'][c]['rps']:>12.0f} {r['points'][c]['p50_ms']:>7.2f} {r['points'][c]['p99_ms']:>7.2f}"
-                         for c in cs)
+                         f" {r['points'][c]['cpu_us_per_req']:>6.0f}" for c in cs)
         print(f"{label:<30} {r['startup_s']:>7.2f} {r['rss_mb']:>7.0f} {cells}")
     ours = [k for k in results if k.startswith("mlops-server")]
     peers = [k for k in results if not k.startswith("mlops-server")]

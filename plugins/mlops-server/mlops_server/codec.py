@@ -90,6 +90,8 @@ def bytes_elements(buf: memoryview, count: int, name: str) -> list[Any]:
     """Split length-prefixed BYTES elements; valid UTF-8 becomes ``str`` (as from JSON), other data stays bytes."""
     out: list[Any] = []
     pos, end = 0, len(buf)
+    if count * 4 > end:  # every element needs its 4-byte length: refuse before looping
+        raise TensorError(f"input {name!r}: {end} binary bytes cannot hold {count} BYTES elements")
     for _ in range(count):
         if pos + 4 > end:
             raise TensorError(f"input {name!r}: binary BYTES data ends before element {len(out)} of {count}")

@@ -105,7 +105,11 @@ def serve_one(config: ServerConfig) -> int:
     from .app import ModelServerApp
 
     _setup_logging(config.log_level)
-    app = ModelServerApp(config, preloaded=config.reuse_port)
+    try:
+        app = ModelServerApp(config, preloaded=config.reuse_port)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if config.reuse_port:
         app.load_models()
         if not app.ready:

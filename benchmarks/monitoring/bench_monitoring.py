@@ -4,6 +4,8 @@ One small scikit-learn model (LogisticRegression, 4 features) is served by
 ``python -m mlops_server`` in three configurations at once, each in its own process:
 
 * ``none``: no monitor listens (the server then builds no prediction events at all);
+* ``no-op listener``: one plugin that listens and does nothing: the server's own
+  cost of building and delivering events, with no monitor work at all;
 * ``all``: the ``prometheus``, ``drift`` and ``log`` monitors with their defaults
   (log samples 10 % of calls), plus the drift profile of the version;
 * ``all, log 100%``: the same with every call logged (replay fidelity).
@@ -40,6 +42,7 @@ PYTHON = os.environ.get("MLOPS_BENCH_PYTHON", sys.executable)
 
 CONFIGS = {
     "none": None,
+    "no-op listener": "",
     "all": '[[monitors]]\nbackend = "prometheus"\n[[monitors]]\nbackend = "drift"\n[[monitors]]\nbackend = "log"\n',
     "all, log 100%": ('[[monitors]]\nbackend = "prometheus"\n[[monitors]]\nbackend = "drift"\n'
                       '[[monitors]]\nbackend = "log"\nsample_rate = 1.0\n'),
@@ -77,7 +80,12 @@ class Server:
         self.port = free_port()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("MLOPS_PLUGIN_MODULES", None)
-        if stack is not None:
+        if stack == "":
+            env["MLOPS_CONFIG"] = str(work / "empty.toml")
+            (work / "empty.toml").write_text(f'home = "{work / "home-none"}"\n')
+            env["MLOPS_PLUGIN_MODULES"] = "noop_listener"
+            env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+        elif stack is not None:
             folder = work / re.sub(r"\W+", "-", label)
             folder.mkdir()
             (folder / "mlops.toml").write_text(f'home = "{folder / "home"}"\n[storage]\nbackend = "fsspec"\n'
@@ -104,6 +112,11 @@ class Server:
                     raise SystemExit(f"{label} server exited: {(work / f'server-{self.port}.log').read_text()[-2000:]}")
                 time.sleep(0.2)
         raise SystemExit(f"{label} server did not become ready")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (Linux /proc), a load-robust cost measure."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def metrics(self) -> str:
         return get(self.url + "/metrics", timeout=10).decode()
@@ -132,6 +145,7 @@ def wrk(url: str, body: str, concurrency: int, duration: float, work: Path) -> d
 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "p50_ms": latency_ms("50"), "p99_ms": latency_ms("99"), "errors": int(errors.group(1)) if errors else 0}
 
 
@@ -165,10 +179,12 @@ def main() -> int:
         results: dict[str, list[dict]] = {s.label: [] for s in servers}
         for r in range(args.rounds):
             for s in servers:
+                cpu = s.cpu_seconds()
                 res = wrk(s.url, body, args.concurrency, args.duration, work)
+                res["cpu_us_per_request"] = (s.cpu_seconds() - cpu) / max(res["requests"], 1) * 1e6
                 results[s.label].append(res)
                 print(f"round {r + 1} {s.label:<14} {res['rps']:8.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
-                      f"p99 {res['p99_ms']:.2f} ms", file=sys.stderr)
+                      f"p99 {res['p99_ms']:.2f} ms  cpu {res['cpu_us_per_request']:.0f} us/req", file=sys.stderr)
         time.sleep(2)  # let the monitors drain before reading their counters
         health = {}
         for s in servers:
@@ -184,10 +200,12 @@ def main() -> int:
         for s in servers:
             s.stop()
     base = statistics.median(x["rps"] for x in results["none"])
+    base_cpu = statistics.median(x["cpu_us_per_request"] for x in results["none"])
     rows = []
     print(f"\nmlops-server, 1 process, wrk -t1 -c{args.concurrency}, {args.rows} row(s)/request, "
           f"{args.rounds} x {args.duration:g}s interleaved, medians; cores: {os.cpu_count()}\n")
-    header = f"{'monitors':<16}{'req/s':>10}{'overhead':>10}{'p50 ms':>9}{'p99 ms':>9}{'counted':>10}{'dropped':>9}"
+    header = (f"{'monitors':<16}{'req/s':>10}{'overhead':>10}{'cpu us/req':>12}{'cpu overhead':>14}"
+              f"{'p50 ms':>9}{'p99 ms':>9}{'counted':>10}{'dropped':>9}")
     print(header)
     print("-" * len(header))
     for label, res in results.items():
@@ -196,12 +214,17 @@ def main() -> int:
         p99 = statistics.median(x["p99_ms"] for x in res)
         h = health[label]
         overhead = (base - rps) / base * 100
+        cpu = statistics.median(x["cpu_us_per_request"] for x in res)
+        cpu_overhead = (cpu - base_cpu) / base_cpu * 100
         dropped = h["server_events_dropped"] + h["monitor_events_dropped"]
         counted = f"{h['monitor_requests_counted']:.0f}" if label != "none" else "-"
-        print(f"{label:<16}{rps:>10.0f}{overhead:>9.1f}%{p50:>9.2f}{p99:>9.2f}{counted:>10}{dropped:>9.0f}")
-        rows.append({"monitors": label, "rps": rps, "overhead_pct": overhead, "p50_ms": p50, "p99_ms": p99,
+        print(f"{label:<16}{rps:>10.0f}{overhead:>9.1f}%{cpu:>12.0f}{cpu_overhead:>13.1f}%"
+              f"{p50:>9.2f}{p99:>9.2f}{counted:>10}{dropped:>9.0f}")
+        rows.append({"monitors": label, "rps": rps, "overhead_pct": overhead, "cpu_us_per_request": cpu,
+                     "cpu_overhead_pct": cpu_overhead, "p50_ms": p50, "p99_ms": p99,
                      "rounds": res, **h})
-    print("\ncounted: requests the prometheus monitor saw; dropped: events dropped by the server's dispatcher "
+    print("\ncpu us/req: server process CPU time per request (robust to a busy machine; throughput is not)")
+    print("counted: requests the prometheus monitor saw; dropped: events dropped by the server's dispatcher "
           "or a monitor's queue (never the prediction itself)")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)

@@ -505,19 +505,26 @@ class DriftMonitor(MonitorBase):
 
 
 def _stacked_features(events: list[Any]) -> dict[str, np.ndarray]:
-    """Features of several events, concatenated row-wise (events whose tensors do not stack are skipped)."""
+    """Features of several events: tensors concatenated row-wise first, then split into features once."""
     if len(events) == 1:
         return extract_features(events[0].inputs)
-    per_event = [extract_features(e.inputs) for e in events]
-    names = set(per_event[0])
-    for feats in per_event[1:]:
-        names &= set(feats)
-    out = {}
+    names = set(events[0].inputs)
+    for e in events[1:]:
+        names &= set(e.inputs)
+    stacked = {}
     for name in names:
+        parts = [np.asarray(e.inputs[name]) for e in events]
         try:
-            out[name] = np.concatenate([feats[name] for feats in per_event])
-        except ValueError:  # mixed dtypes that cannot be joined: fall back to the first event only
-            out[name] = per_event[0][name]
+            stacked[name] = np.concatenate([p if p.ndim else p.reshape(1) for p in parts])
+        except ValueError:  # trailing shapes differ between requests: score them one by one
+            stacked[name] = None
+    out = extract_features({n: a for n, a in stacked.items() if a is not None})
+    for name in [n for n, a in stacked.items() if a is None]:
+        merged: dict[str, list[np.ndarray]] = {}
+        for e in events:
+            for fname, values in extract_features({name: e.inputs[name]}).items():
+                merged.setdefault(fname, []).append(values)
+        out.update({f: np.concatenate(v) for f, v in merged.items() if len(v) == len(events)})
     return out
 
 

@@ -36,7 +36,29 @@ def post_json(url: str, body: dict) -> dict:
         return json.loads(resp.read())
 
 
+def choose_base_image() -> None:
+    """Use python:3.11-slim when its registry is reachable; otherwise make a local base with debootstrap."""
+    import socket
+
+    if os.environ.get("MLOPS_BUILDER__BASE"):
+        return
+    try:
+        socket.getaddrinfo("registry-1.docker.io", 443)
+        return
+    except OSError:
+        pass
+    step("no public registry reachable: make a local Python base image", "mlops image base")
+    try:
+        from mlops_oci.localbase import base_reference
+
+        os.environ["MLOPS_BUILDER__BASE"] = base_reference()
+        print(f"   base = {os.environ['MLOPS_BUILDER__BASE']}")
+    except Exception as exc:  # ImportError, or no debootstrap/root: the build step will say why
+        print(f"   cannot make a local base: {exc}")
+
+
 def main() -> int:
+    choose_base_image()
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
     os.chdir(WORKDIR)

@@ -115,3 +115,15 @@ def push_command(args: Any) -> int:
         print(f"pushed {target}@{desc['digest']}: {len(stats.uploaded)} blobs uploaded "
               f"({human_bytes(stats.bytes_uploaded)}), {len(stats.existing)} already there", file=sys.stdout)
     return 0
+
+
+def base_command(args: Any) -> int:
+    """``mlops image base``: make the local debootstrap base and print the builder setting for it."""
+    from .localbase import base_reference
+
+    reference = base_reference(Path(args.cache) if args.cache else None)
+    if args.json:
+        print(json.dumps({"base": reference}))
+    else:
+        print(f"{reference}\nuse it with: MLOPS_BUILDER__BASE={reference}  (or base = \"...\" under [builder])")
+    return 0

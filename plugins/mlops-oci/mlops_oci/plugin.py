@@ -46,3 +46,10 @@ def mlops_add_cli_commands(subparsers: Any) -> None:
     push.add_argument("reference", metavar="REFERENCE")
     push.add_argument("--json", action="store_true", help="print JSON")
     push.set_defaults(handler="mlops_oci.cli:push_command")
+    base = sub.add_parser("base", help="make a Python base image locally with debootstrap (no registry needed)",
+                          description="Make (or reuse from the cache) a Debian bookworm + python3 base image as an "
+                                      "OCI layout, for machines that cannot pull python:3.11-slim. Prints the value "
+                                      "for the oci builder's base setting. Needs root and debootstrap.")
+    base.add_argument("--cache", default=None, help="cache folder (default ~/.cache/mlops-core/bases)")
+    base.add_argument("--json", action="store_true", help="print JSON")
+    base.set_defaults(handler="mlops_oci.cli:base_command")

@@ -48,73 +48,15 @@ def write_multiarch_layout(dest: Path, tag: str) -> None:
 
 
 # ------------------------------------------------------------ debootstrap base
-DEBOOTSTRAP_INPUTS = {"suite": "bookworm", "variant": "minbase", "include": ["python3"],
-                      "mirror": os.environ.get("MLOPS_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
-                      "recipe": 2}
+from mlops_oci.localbase import DEBOOTSTRAP_INPUTS  # noqa: E402,F401  (re-exported for the tests)
+from mlops_oci.localbase import _sha256  # noqa: E402
 
 
 def debootstrap_base_layout() -> Path:
-    """A runnable Debian bookworm + python3 base image as an OCI layout, cached by its inputs.
+    """The cached local Python base (see mlops_oci.localbase), kept under the tests' cache folder."""
+    from mlops_oci.localbase import debootstrap_base_layout as make
 
-    First call: debootstrap (about 35-45 s, needs root and the Debian mirror), trim docs and
-    apt lists, tar it reproducibly with GNU tar, write the layout. Later calls: the cached layout.
-    """
-    key = hashlib.sha256(json.dumps(DEBOOTSTRAP_INPUTS, sort_keys=True).encode()).hexdigest()[:16]
-    dest = CACHE / f"debootstrap-python-{key}"
-    if (dest / "index.json").is_file():
-        return dest
-    work = CACHE / f".work-{key}-{os.getpid()}"
-    rootfs = work / "rootfs"
-    subprocess.run(["rm", "-rf", str(work)], check=True)
-    work.mkdir(parents=True)
-    inp = DEBOOTSTRAP_INPUTS
-    subprocess.run(["debootstrap", f"--variant={inp['variant']}", f"--include={','.join(inp['include'])}",
-                    inp["suite"], str(rootfs), inp["mirror"]], check=True, capture_output=True)
-    subprocess.run(["sh", "-c", "rm -rf usr/share/doc/* usr/share/man/* usr/share/locale/* var/cache/apt/* "
-                    "var/lib/apt/lists/* var/log/* dev/*"], cwd=rootfs, check=True)
-    version = subprocess.run(["chroot", str(rootfs), "python3", "-c",
-                              "import platform; print(platform.python_version())"],
-                             check=True, capture_output=True, text=True).stdout.strip()
-    layer_tar = work / "layer.tar.gz"
-    subprocess.run(["sh", "-c", f"tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 --format=posix "
-                    f"--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "
-                    f"-C {rootfs} -cf - . | tee {work}/layer.tar | gzip -n > {layer_tar}"], check=True)
-    diff_id = "sha256:" + _sha256(work / "layer.tar")
-    store = BlobStore(work / "layout" / "blobs")
-    layer_digest = "sha256:" + _sha256(layer_tar)
-    os.replace(layer_tar, store.path(layer_digest))
-    config = canonical_json({
-        "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                           f"PYTHON_VERSION={version}", "LANG=C.UTF-8"], "Cmd": ["python3"]},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": f"debootstrap {json.dumps(inp)}"}],
-    })
-    config_digest = store.put_bytes(config)
-    manifest = canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
-                               "config": {"mediaType": CONFIG_MEDIA_TYPE, "digest": config_digest, "size": len(config)},
-                               "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                           "digest": layer_digest,
-                                           "size": store.path(layer_digest).stat().st_size}]})
-    manifest_digest = store.put_bytes(manifest)
-    layout = work / "layout"
-    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (layout / "index.json").write_bytes(canonical_json({
-        "schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
-        "manifests": [{"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": len(manifest),
-                       "annotations": {"org.opencontainers.image.ref.name": "python"}}]}))
-    CACHE.mkdir(parents=True, exist_ok=True)
-    os.replace(layout, dest)
-    subprocess.run(["rm", "-rf", str(work)], check=True)
-    return dest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    return make(CACHE)
 
 
 # ------------------------------------------------------------ models

@@ -105,6 +105,18 @@ def serve_one(config: ServerConfig) -> int:
     from .app import ModelServerApp
 
     _setup_logging(config.log_level)
+    # A SIGTERM that arrives while models load (before uvicorn handles signals) must still end
+    # the process cleanly, not kill it mid-way with "terminated by signal".
+    stop: dict[str, Any] = {"requested": False, "server": None}
+
+    def early_exit(sig: int, _frame: Any) -> None:
+        stop["requested"] = True
+        if stop["server"] is not None:
+            stop["server"].should_exit = True
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, early_exit)
     try:
         app = ModelServerApp(config, preloaded=config.reuse_port)
     except ValueError as exc:
@@ -112,6 +124,9 @@ def serve_one(config: ServerConfig) -> int:
         return 2
     if config.reuse_port:
         app.load_models()
+        if stop["requested"]:
+            log.info("stopped before serving (signal received while loading)")
+            return 0
         if not app.ready:
             log.error("not binding %s:%s because a model failed to load (--reuse-port loads before binding)",
                       config.host, config.port)
@@ -122,6 +137,10 @@ def serve_one(config: ServerConfig) -> int:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return EXIT_BIND_FAILED
     server = _uvicorn_server(app, config)
+    stop["server"] = server
+    if stop["requested"]:
+        sock.close()
+        return 0
     log.info("mlops-server %s listening on http://%s:%s (%d model(s)%s)", _version(), config.host, config.port,
              len(app.models), f", batching up to {config.max_batch_size} rows / {config.max_batch_wait_ms:g} ms"
              if config.batching else "")

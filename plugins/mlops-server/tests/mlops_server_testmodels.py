@@ -76,3 +76,14 @@ class DictModel:
 
     def predict(self, inputs: dict) -> np.ndarray:
         return inputs["a"] + inputs["b"]
+
+
+class SlowToLoad(Echo):
+    """Takes a while to unpickle, like a big model: for signals that arrive during loading."""
+
+    def __init__(self) -> None:
+        self.delay = 3.0  # a non-empty state, so unpickling calls __setstate__
+
+    def __setstate__(self, state: dict) -> None:
+        time.sleep(state["delay"])
+        self.__dict__.update(state)

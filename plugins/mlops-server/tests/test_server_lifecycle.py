@@ -225,3 +225,17 @@ def test_reuse_port_lets_two_versions_share_a_port(tmp_path, affine_bundle):
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait(30)
+
+
+def test_sigterm_while_loading_exits_cleanly(tmp_path):
+    from conftest import echo_signature
+
+    bundle = tmp_path / "slow-load"
+    save_bundle(tm.SlowToLoad(), bundle, signature=echo_signature("FP64"))
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_server", "--bundle", str(bundle), "--port",
+                             str(free_port()), "--reuse-port"], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # inside the 3 s unpickling (the interpreter itself starts well within it)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped before serving" in err

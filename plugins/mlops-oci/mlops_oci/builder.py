@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from mlops_core.bundle import read_manifest
+from mlops_core.bundle import verify_bundle
 from mlops_core.entities import ImageRef, ModelVersion
 from mlops_core.errors import BackendUnavailableError, ConfigError, InvalidInputError, MlopsError
 from mlops_core.interfaces import BackendContext, ImageBuilder
@@ -256,7 +256,11 @@ def target_python(cfg: Any, base_env: Mapping[str, str], bundle_manifest: Mappin
 
 def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str, base_env: Mapping[str, str],
                cache: Path, progress: Progress, *, base_digest: str = "") -> tuple[ImagePlan, ZipPool]:
-    manifest, bundle_digest = read_manifest(bundle_dir)
+    # Verify every file against the manifest (size and sha256) before anything is packaged:
+    # the image must hold exactly the registered bytes, and the bundle layer's cache key
+    # (manifest digest and sizes) would not notice a same-size change either.
+    info = verify_bundle(bundle_dir)
+    manifest, bundle_digest = dict(info.manifest), info.digest
     py = target_python(cfg, base_env, manifest)
     target = TargetPlatform.parse(cfg.platform, py, cfg.glibc)
     runtime_dists = list(cfg.runtime_distributions)

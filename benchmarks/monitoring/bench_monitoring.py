@@ -195,6 +195,7 @@ def main() -> int:
                 "server_events_dropped": metric(text, "mlops_server_hook_events_dropped_total"),
                 "monitor_events_dropped": metric(text, "mlops_monitor_events_dropped_total"),
                 "hook_errors": metric(text, "mlops_hook_errors_total"),
+                "monitor_cpu_s": metric(text, "mlops_monitor_cpu_seconds_total"),
             }
     finally:
         for s in servers:
@@ -205,7 +206,7 @@ def main() -> int:
     print(f"\nmlops-server, 1 process, wrk -t1 -c{args.concurrency}, {args.rows} row(s)/request, "
           f"{args.rounds} x {args.duration:g}s interleaved, medians; cores: {os.cpu_count()}\n")
     header = (f"{'monitors':<16}{'req/s':>10}{'overhead':>10}{'cpu us/req':>12}{'cpu overhead':>14}"
-              f"{'p50 ms':>9}{'p99 ms':>9}{'counted':>10}{'dropped':>9}")
+              f"{'bg us/req':>11}{'p50 ms':>9}{'p99 ms':>9}{'counted':>10}{'dropped':>9}")
     print(header)
     print("-" * len(header))
     for label, res in results.items():
@@ -218,12 +219,16 @@ def main() -> int:
         cpu_overhead = (cpu - base_cpu) / base_cpu * 100
         dropped = h["server_events_dropped"] + h["monitor_events_dropped"]
         counted = f"{h['monitor_requests_counted']:.0f}" if label != "none" else "-"
-        print(f"{label:<16}{rps:>10.0f}{overhead:>9.1f}%{cpu:>12.0f}{cpu_overhead:>13.1f}%"
+        served = h["server_requests"] or 1
+        bg = h["monitor_cpu_s"] / served * 1e6
+        h["monitor_cpu_us_per_request"] = bg
+        print(f"{label:<16}{rps:>10.0f}{overhead:>9.1f}%{cpu:>12.0f}{cpu_overhead:>13.1f}%{bg:>11.1f}"
               f"{p50:>9.2f}{p99:>9.2f}{counted:>10}{dropped:>9.0f}")
         rows.append({"monitors": label, "rps": rps, "overhead_pct": overhead, "cpu_us_per_request": cpu,
                      "cpu_overhead_pct": cpu_overhead, "p50_ms": p50, "p99_ms": p99,
                      "rounds": res, **h})
     print("\ncpu us/req: server process CPU time per request (robust to a busy machine; throughput is not)")
+    print("bg us/req: CPU the monitors' background threads spent per request (mlops_monitor_cpu_seconds_total)")
     print("counted: requests the prometheus monitor saw; dropped: events dropped by the server's dispatcher "
           "or a monitor's queue (never the prediction itself)")
     out = ROOT / "benchmarks" / "results"

@@ -38,7 +38,7 @@ class BackgroundWorker:
     """
 
     def __init__(self, name: str, handler: Callable[[Sequence[Any]], None], *, maxsize: int = 1000,
-                 batch_max: int = 1024, poll_interval_s: float = 0.01,
+                 batch_max: int = 4096, poll_interval_s: float = 0.05,
                  tick: Callable[[], None] | None = None, tick_interval_s: float = 1.0) -> None:
         self.name = name
         self._handler = handler
@@ -53,6 +53,7 @@ class BackgroundWorker:
         self.processed = 0
         self.dropped = 0
         self.errors = 0
+        self.cpu_seconds = 0.0  # CPU time of this thread spent in the handler and tick
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"mlops-monitor-{name}", daemon=True)
         self._thread.start()
@@ -67,11 +68,14 @@ class BackgroundWorker:
         return True
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
+        start = time.thread_time()
         try:
             fn(*args)
         except Exception:
             self.errors += 1
             log.exception("monitor %s failed while processing; it keeps running", self.name)
+        finally:
+            self.cpu_seconds += time.thread_time() - start
 
     def _run(self) -> None:
         next_tick = time.monotonic() + self._tick_interval

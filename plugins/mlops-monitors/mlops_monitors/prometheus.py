@@ -14,8 +14,9 @@ as the update itself and can never block. Families (``mlops_`` namespace):
 * ``mlops_prediction_batch_size{model,version}``: histogram of rows per call;
 * ``mlops_hook_errors_total{plugin,hook}``: event-hook implementations that raised
   (the core's isolation counter), so a broken monitor shows on the dashboard;
-* ``mlops_monitor_events_dropped_total{monitor}`` / ``mlops_monitor_errors_total{monitor}``:
-  background monitors that fell behind or failed while processing.
+* ``mlops_monitor_events_dropped_total{monitor}`` / ``mlops_monitor_errors_total{monitor}`` /
+  ``mlops_monitor_cpu_seconds_total{monitor}``: background monitors that fell behind, failed
+  while processing, and the CPU time they spent.
 """
 
 from __future__ import annotations
@@ -207,6 +208,11 @@ class PrometheusMonitor(MonitorBase):
         for m in monitors:
             out.append(f'mlops_monitor_events_dropped_total{{monitor="{escape_label(m.monitor_name)}"}} '
                        f"{m.worker.dropped}\n")
+        out.append("# HELP mlops_monitor_cpu_seconds_total CPU time a background monitor spent processing.\n"
+                   "# TYPE mlops_monitor_cpu_seconds_total counter\n")
+        for m in monitors:
+            out.append(f'mlops_monitor_cpu_seconds_total{{monitor="{escape_label(m.monitor_name)}"}} '
+                       f"{fmt_float(m.worker.cpu_seconds)}\n")
         out.append("# HELP mlops_monitor_errors_total Errors a background monitor hit while processing.\n"
                    "# TYPE mlops_monitor_errors_total counter\n")
         for m in monitors:

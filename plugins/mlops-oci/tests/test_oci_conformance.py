@@ -71,14 +71,14 @@ class TestDockerfileBuilderConformance(BuilderSuite):
 @pytest.fixture(scope="module")
 def warm_engine(registry: Any, python_base: str, podman_service: Any, builder_home: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """An image of the kit model kept in podman for the class, so the layers every test image
+    """An image of the kit model kept in podman for the module, so the layers every test image
     shares with it (base, deps, runtime) are pulled once; each test adds only its bundle layer."""
     from mlops_core.testing.models import save_kit_bundle
 
     folder = tmp_path_factory.mktemp("oci-kit-warm")
     bundle = save_kit_bundle(folder / "bundle")
-    version = ModelVersion(model="kit-warm", version=1, artifact=ArtifactRef(uri=bundle.path.as_uri(),
-                                                                             digest=bundle.digest))
+    version = ModelVersion(model="kit-warm", version=1,
+                           artifact=ArtifactRef(uri=bundle.path.as_uri(), digest=bundle.digest))
     config = OciBuilderConfig(base=python_base, repository=f"{registry.host}/kit", output=str(folder / "images"),
                               progress=False)
     image = OciImageBuilder(config, _context(builder_home, "oci")).build(version, bundle.path, push=True)
@@ -92,6 +92,9 @@ def warm_engine(registry: Any, python_base: str, podman_service: Any, builder_ho
 class TestContainerDeployerConformance(DeployerSuite):
     # Every capability: an update starts the new container, waits until it answers, then
     # removes the old one and records previous_version; delete stops and removes containers.
+    # The kit gives one image per test (deployment_image), so its update deploys the image
+    # of version 1 under version 2: that checks the rolling switch and the labels, not that
+    # the container serves a different model (test_oci_e2e.py does that with two images).
     deploy_wait = 180.0
 
     @pytest.fixture

@@ -255,7 +255,13 @@ class ModelRegistry(Backend):
 
 # --------------------------------------------------------------------- builder
 class ImageBuilder(Backend):
-    """Turns a registered version (with a verified local copy of its bundle) into a runnable artifact."""
+    """Turns a registered version (with a local copy of its bundle) into a runnable artifact.
+
+    A builder must verify the bundle (``mlops_core.bundle.verify_bundle``) before it
+    packages anything, even though the core hands it a freshly verified copy: builds
+    are cached and may run long after the copy was made. Equal inputs should give
+    equal image digests (claim ``reproducible`` in the conformance kit).
+    """
 
     @abc.abstractmethod
     def build(self, version: ModelVersion, bundle_dir: Path, *, push: bool = False) -> ImageRef: ...

@@ -85,11 +85,12 @@ def _is_flat_categorical(spec):
     return float(probs[0] - probs[-1]) < 0.15  # reversing a near-uniform table is no real shift
 
 
-def test_monitor_alerts_once_per_new_drift_and_exports_scores():
+def test_monitor_alerts_once_per_new_drift_and_exports_scores(tmp_path):
     pm = PluginManager(autoload=False)
     recorder = Recorder()
     pm.register(recorder, name="recorder")
-    drift = DriftMonitor(DriftConfig(window_rows=2000, subwindows=4, min_rows=500), context(pm, "drift"))
+    drift = DriftMonitor(DriftConfig(window_rows=2000, subwindows=4, min_rows=500), context(pm, "drift"),
+                         DirStore(tmp_path))
     pm.register(drift, name="monitor:drift:0")
     rng = np.random.default_rng(3)
     drift.capture_profile("credit", 2, rng.normal(size=(10_000, 3)), save=False)
@@ -116,9 +117,10 @@ def test_monitor_alerts_once_per_new_drift_and_exports_scores():
     drift.close()
 
 
-def test_sketch_memory_stays_flat_while_ten_million_rows_stream_through():
+def test_sketch_memory_stays_flat_while_ten_million_rows_stream_through(tmp_path):
     pm = PluginManager(autoload=False)
-    drift = DriftMonitor(DriftConfig(window_rows=50_000, subwindows=10, queue_size=64), context(pm, "drift"))
+    drift = DriftMonitor(DriftConfig(window_rows=50_000, subwindows=10, queue_size=64), context(pm, "drift"),
+                         DirStore(tmp_path))
     pm.register(drift, name="monitor:drift:0")
     rng = np.random.default_rng(11)
     ref = {"x": rng.normal(size=(50_000, 3)), "kind": rng.choice(["a", "b", "c"], 50_000)}
@@ -147,6 +149,8 @@ def test_sketch_memory_stays_flat_while_ten_million_rows_stream_through():
     assert window.total_rows == 10_000_000 and drift.worker.dropped == 0
     assert window.window_rows == 50_000
     first, last = samples[1], samples[-1]  # samples[0] includes one-time allocations (profile, first window)
+    print(f"\nrows {first[0]:,} -> {last[0]:,}: traced memory {first[1]:,} -> {last[1]:,} bytes; window arrays "
+          f"{first[2]:,} -> {last[2]:,} bytes; KLL items {first[3]} -> {last[3]} (max {max(s[3] for s in samples)})")
     assert first[0] <= 1_000_000 and last[0] == 10_000_000
     assert last[2] == first[2]  # the window's arrays have a fixed size
     assert last[1] - first[1] < 256 * 1024, samples  # traced Python+numpy memory: flat, not growing with rows

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mlops_core.plugins import PluginManager
-from monitors_fixtures import (Boom, MetricsServer, context, event, http_get, prom_query, promtool_check,
+from monitors_fixtures import (Boom, DirStore, MetricsServer, context, event, http_get, prom_query, promtool_check,
                                start_prometheus, start_pushgateway, wait_until)
 
 from mlops_monitors.prometheus import PrometheusConfig, PrometheusMonitor
@@ -56,11 +56,11 @@ def test_counters_and_histograms_per_model_and_version():
     mon.close()
 
 
-def test_promtool_accepts_the_whole_exposition():
+def test_promtool_accepts_the_whole_exposition(tmp_path):
     from mlops_monitors.drift import DriftConfig, DriftMonitor
 
     pm, mon = _manager()
-    drift = DriftMonitor(DriftConfig(window_rows=1000, min_rows=100), context(pm, "drift"))
+    drift = DriftMonitor(DriftConfig(window_rows=1000, min_rows=100), context(pm, "drift"), DirStore(tmp_path))
     pm.register(drift, name="monitor:drift:1")
     rng = np.random.default_rng(1)
     drift.capture_profile("fraud", 3, {"amount": rng.lognormal(size=2000), "country": rng.choice(["fr", "de"], 2000)},

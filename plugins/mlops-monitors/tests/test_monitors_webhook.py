@@ -129,3 +129,33 @@ def test_a_hanging_endpoint_never_blocks_the_caller():
 def test_config_refuses_a_non_http_url():
     with pytest.raises(ValueError):
         WebhookConfig(url="ftp://example.com")
+
+
+def test_drift_alert_reaches_the_webhook(tmp_path):
+    import numpy as np
+
+    from monitors_fixtures import DirStore, event
+
+    from mlops_monitors.drift import DriftConfig, DriftMonitor
+
+    endpoint = Endpoint()
+    try:
+        pm, alerter = _alerter(endpoint.url)
+        drift = DriftMonitor(DriftConfig(window_rows=1000, subwindows=2, min_rows=500, alert_severity="critical"),
+                             context(pm, "drift"), DirStore(tmp_path))
+        pm.register(drift, name="monitor:drift:1")
+        rng = np.random.default_rng(0)
+        drift.capture_profile("loans", 9, {"income": rng.normal(50, 10, 5000), "term": rng.choice(["36", "60"], 5000)},
+                              save=False)
+        for _ in range(20):
+            pm.hooks.predictions_served(event("loans", 9, {"income": rng.normal(80, 10, 100),
+                                                           "term": rng.choice(["36", "60"], 100)}))
+        drift.flush()
+        alerter.flush()
+        [got] = [r["body"] for r in endpoint.received]
+        assert got["severity"] == "critical" and got["model"] == "loans" and got["version"] == 9
+        assert got["details"]["features"] == ["income"] and got["details"]["worst"]["feature"] == "income"
+        drift.close()
+        alerter.close()
+    finally:
+        endpoint.close()

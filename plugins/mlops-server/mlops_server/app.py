@@ -458,6 +458,8 @@ class ModelServerApp:
                 arrays = model.check_inputs([(n, codec.datatype_of(a.dtype), a) for n, a in raw.items()])
             except (RequestError, TensorError) as exc:
                 raise HttpError(400, str(exc)) from None
+            except (ValueError, TypeError, OverflowError) as exc:  # numpy refusing a malformed table
+                raise HttpError(400, f"cannot read the request as a table: {exc}"[:500]) from None
             rows = model.rows(arrays)
             outputs = await self._predict(model, arrays, rows)
             await _respond(send, 200, codec.dumps(predictions_body(outputs)))

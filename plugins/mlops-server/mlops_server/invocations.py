@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .codec import DTYPES, TensorError, _as_array
+from .codec import DTYPES, _as_array
 from .models import RequestError, ServedModel
 
 __all__ = ["parse_invocation", "predictions_body"]
@@ -113,10 +113,16 @@ def parse_invocation(model: ServedModel, body: bytes, content_type: str) -> dict
                     spec = specs.get(name)
                     if specs and spec is None:
                         raise RequestError(f"model {model.name!r} has no input {name!r}; expected {list(specs)}")
-                    arrays[name] = _column(values, spec, name) if spec is None or len(spec.shape) == 1 else \
-                        np.asarray(values, dtype=DTYPES[spec.datatype])
-                if model.input_kind == "ndarray" and len(arrays) == 1:
-                    return arrays
+                    if not isinstance(values, list):
+                        raise RequestError(f"input {name!r} must be a list of values")
+                    if spec is None or len(spec.shape) == 1:
+                        arrays[name] = _column(values, spec, name)
+                        continue
+                    try:
+                        arrays[name] = np.asarray(values, dtype=DTYPES[spec.datatype])
+                    except (ValueError, TypeError, OverflowError):
+                        raise RequestError(f"input {name!r} must be a regular list of {spec.datatype} values "
+                                           f"of shape {list(spec.shape)}") from None
                 return arrays
             if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
                 columns = list(data[0])
@@ -141,5 +147,3 @@ def _jsonable(arr: np.ndarray) -> Any:
         return arr.astype(np.float32)
     return np.ascontiguousarray(arr)
 
-
-__all__ += ["TensorError"]

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .codec import DTYPES, TensorError, to_output_arrays
+from .codec import DTYPES, to_output_arrays
 
 log = logging.getLogger("mlops_server")
 
@@ -215,10 +215,3 @@ class ServedModel:
             params["error"] = self.error
         md["parameters"] = params
         return md
-
-
-def check_version(model: ServedModel, version: str | None) -> bool:
-    return version is None or version == "" or version == model.version
-
-
-__all__ += ["check_version", "TensorError"]

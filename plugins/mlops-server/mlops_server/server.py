@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from typing import Any, Generator, Sequence
 
@@ -192,7 +191,10 @@ def serve(config: ServerConfig, argv: Sequence[str] | None = None) -> int:
             # One worker gone on its own: stop the others so the deployer sees a failure, not half a server.
             log.error("worker %d exited with %s; stopping the others", c.pid, codes[-1])
             forward(signal.SIGTERM, None)
-    time.sleep(0)
+    if stopping.is_set():
+        # A worker still starting when we forwarded SIGTERM may die of the signal's default
+        # action before installing its handler: that is the stop we asked for, not a failure.
+        codes = [0 if c == -signal.SIGTERM else c for c in codes]
     return max((abs(c) for c in codes if c), default=0)
 
 

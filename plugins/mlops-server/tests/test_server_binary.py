@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 import pytest
 
-from conftest import DATATYPES
+from mlops_server_testkit import DATATYPES
 
 pytestmark = pytest.mark.slow
 

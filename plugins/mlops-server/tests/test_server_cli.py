@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from conftest import RunningServer, free_port, run_server
+from mlops_server_testkit import RunningServer, free_port, run_server
 
 MLOPS = [str(Path(sys.executable).with_name("mlops"))]
 TESTS = Path(__file__).parent

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import DATATYPES
+from mlops_server_testkit import DATATYPES
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,13 @@ def test_oversized_bodies(main_server, size):
 
 @FUZZ
 @given(body=st.one_of(st.dictionaries(st.sampled_from(["dataframe_split", "dataframe_records", "instances",
-                                                       "inputs", "columns"]), nested, max_size=2),
+                                                       "inputs", "columns"]),
+                                      st.one_of(nested, st.dictionaries(st.sampled_from(["input-0", "columns", "data",
+                                                                                         "a", "x"]), nested,
+                                                                        max_size=3),
+                                                st.lists(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]),
+                                                                         scalars, max_size=4), max_size=3)),
+                                      max_size=2),
                       nested))
 def test_random_invocations(tmp_path_factory, iris_bundle, body, invocations_server):
     check(invocations_server.post("/invocations", data=json.dumps(body).encode()))
@@ -100,7 +106,7 @@ def test_random_invocations(tmp_path_factory, iris_bundle, body, invocations_ser
 
 @pytest.fixture(scope="module")
 def invocations_server(tmp_path_factory, iris_bundle):
-    from conftest import run_server
+    from mlops_server_testkit import run_server
 
     with run_server([iris_bundle], tmp=tmp_path_factory.mktemp("inv")) as server:
         yield server

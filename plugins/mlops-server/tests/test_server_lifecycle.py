@@ -17,7 +17,7 @@ import pytest
 import requests
 
 import mlops_server_testmodels as tm
-from conftest import free_port, run_server
+from mlops_server_testkit import free_port, run_server
 from mlops_core.bundle import save_bundle
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def fp(rows: np.ndarray, name: str = "input-0") -> dict:
 def broken_bundles(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("broken")
         # A signature lets the server build a warm-up request: this one raises there.
-    from conftest import echo_signature
+    from mlops_server_testkit import echo_signature
 
     save_bundle(tm.Broken(), root / "warmup-fails", signature=echo_signature("FP64"))
     save_bundle(tm.Echo(), root / "tampered", signature=echo_signature("FP64"))
@@ -130,7 +130,7 @@ def slow_affine_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def slow_bundle(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("slow") / "slow"
-    from conftest import echo_signature
+    from mlops_server_testkit import echo_signature
 
     save_bundle(tm.Slow(0.4), path, signature=echo_signature("FP64"))
     return path
@@ -228,7 +228,7 @@ def test_reuse_port_lets_two_versions_share_a_port(tmp_path, affine_bundle):
 
 
 def test_sigterm_while_loading_exits_cleanly(tmp_path):
-    from conftest import echo_signature
+    from mlops_server_testkit import echo_signature
 
     bundle = tmp_path / "slow-load"
     save_bundle(tm.SlowToLoad(), bundle, signature=echo_signature("FP64"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import DATATYPES
+from mlops_server_testkit import DATATYPES
 
 pytestmark = pytest.mark.slow
 
@@ -124,7 +124,7 @@ def test_model_error_on_valid_input_is_a_400(main_server):
     {"inputs": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
 ], ids=["dataframe_split", "dataframe_records", "instances", "inputs"])
 def test_mlflow_invocations(tmp_path, iris_bundle, payload):
-    from conftest import run_server
+    from mlops_server_testkit import run_server
 
     with run_server([iris_bundle], tmp=tmp_path) as server:
         r = server.post("/invocations", json=payload)

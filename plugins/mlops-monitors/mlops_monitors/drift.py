@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import tempfile
 import threading
 import time
@@ -59,7 +60,9 @@ class DriftConfig:
     """Settings of ``[[monitors]] backend = "drift"``.
 
     Window: ``window_rows`` rows in ``subwindows`` slots; scored every
-    ``evaluate_every`` rows (0: once per slot) once ``min_rows`` are in.
+    ``evaluate_every`` rows (0: once per slot) once ``min_rows`` are in, at most
+    once per ``evaluate_interval_s`` seconds (rows left unscored are scored by
+    the next tick, within about a second).
     Decision: ``numeric_method`` (psi|ks|js) and ``categorical_method``
     (chi2|psi|js) against ``psi_threshold``, ``ks_threshold``, ``js_threshold``;
     chi2 drifts when p < ``chi2_alpha`` *and* Cramer's V >= ``chi2_min_effect``
@@ -71,6 +74,7 @@ class DriftConfig:
     window_rows: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
     subwindows: int = attrs.field(default=10, validator=attrs.validators.gt(0))
     evaluate_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    evaluate_interval_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     min_rows: int = attrs.field(default=500, validator=attrs.validators.ge(1))
     numeric_method: str = attrs.field(default="psi", validator=attrs.validators.in_(NUMERIC_METHODS))
     categorical_method: str = attrs.field(default="chi2", validator=attrs.validators.in_(CATEGORICAL_METHODS))
@@ -304,6 +308,7 @@ class DriftMonitor(MonitorBase):
         self._dirty: set[tuple[str, int | None]] = set()
         self._pending_examples: dict[str, Path] = {}
         self._last_persist = time.monotonic()
+        self._last_eval: dict[tuple[str, int | None], float] = {}
         self.unprofiled_events = 0
         self.worker = BackgroundWorker("drift", self._process, maxsize=self.config.queue_size,
                                        tick=self._tick, tick_interval_s=1.0)
@@ -425,9 +430,18 @@ class DriftMonitor(MonitorBase):
                                                       features=self.config.features)
         window.add(_stacked_features(events))
         every = self.config.evaluate_every or window.slot_rows or self.config.window_rows
-        if window.since_eval >= every and window.window_rows >= self.config.min_rows:
-            window.since_eval = 0
-            self._publish(key, evaluate(window, self.config))
+        if window.since_eval >= every:
+            self._maybe_evaluate(key, window)
+
+    def _maybe_evaluate(self, key: tuple[str, int | None], window: ModelWindow) -> None:
+        now = time.monotonic()
+        if window.window_rows < self.config.min_rows:
+            return
+        if now - self._last_eval.get(key, -math.inf) < self.config.evaluate_interval_s:
+            return
+        self._last_eval[key] = now
+        window.since_eval = 0
+        self._publish(key, evaluate(window, self.config))
 
     def _publish(self, key: tuple[str, int | None], report: DriftReport) -> None:
         with self._lock:
@@ -450,6 +464,9 @@ class DriftMonitor(MonitorBase):
             })
 
     def _tick(self) -> None:
+        for key, window in list(self._windows.items()):
+            if window.since_eval > 0:
+                self._maybe_evaluate(key, window)
         if time.monotonic() - self._last_persist >= self.config.persist_interval_s:
             self.persist()
 

@@ -89,7 +89,7 @@ def test_monitor_alerts_once_per_new_drift_and_exports_scores(tmp_path):
     pm = PluginManager(autoload=False)
     recorder = Recorder()
     pm.register(recorder, name="recorder")
-    drift = DriftMonitor(DriftConfig(window_rows=2000, subwindows=4, min_rows=500), context(pm, "drift"),
+    drift = DriftMonitor(DriftConfig(evaluate_interval_s=0, window_rows=2000, subwindows=4, min_rows=500), context(pm, "drift"),
                          DirStore(tmp_path))
     pm.register(drift, name="monitor:drift:0")
     rng = np.random.default_rng(3)
@@ -119,7 +119,7 @@ def test_monitor_alerts_once_per_new_drift_and_exports_scores(tmp_path):
 
 def test_sketch_memory_stays_flat_while_ten_million_rows_stream_through(tmp_path):
     pm = PluginManager(autoload=False)
-    drift = DriftMonitor(DriftConfig(window_rows=50_000, subwindows=10, queue_size=64), context(pm, "drift"),
+    drift = DriftMonitor(DriftConfig(evaluate_interval_s=0, window_rows=50_000, subwindows=10, queue_size=64), context(pm, "drift"),
                          DirStore(tmp_path))
     pm.register(drift, name="monitor:drift:0")
     rng = np.random.default_rng(11)
@@ -230,7 +230,7 @@ def test_profile_round_trips_through_storage_and_csv_equals_arrays(tmp_path):
 def test_drift_monitor_loads_profiles_from_storage_and_persists_reports(tmp_path):
     pm = PluginManager(autoload=False)
     store = DirStore(tmp_path / "store")
-    drift = DriftMonitor(DriftConfig(window_rows=1000, subwindows=2, min_rows=200), context(pm, "drift"), store)
+    drift = DriftMonitor(DriftConfig(evaluate_interval_s=0, window_rows=1000, subwindows=2, min_rows=200), context(pm, "drift"), store)
     pm.register(drift, name="monitor:drift:0")
     rng = np.random.default_rng(8)
     from mlops_monitors.profile import save_profile

@@ -60,7 +60,7 @@ def test_promtool_accepts_the_whole_exposition(tmp_path):
     from mlops_monitors.drift import DriftConfig, DriftMonitor
 
     pm, mon = _manager()
-    drift = DriftMonitor(DriftConfig(window_rows=1000, min_rows=100), context(pm, "drift"), DirStore(tmp_path))
+    drift = DriftMonitor(DriftConfig(evaluate_interval_s=0, window_rows=1000, min_rows=100), context(pm, "drift"), DirStore(tmp_path))
     pm.register(drift, name="monitor:drift:1")
     rng = np.random.default_rng(1)
     drift.capture_profile("fraud", 3, {"amount": rng.lognormal(size=2000), "country": rng.choice(["fr", "de"], 2000)},

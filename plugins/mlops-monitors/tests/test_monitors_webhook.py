@@ -141,7 +141,7 @@ def test_drift_alert_reaches_the_webhook(tmp_path):
     endpoint = Endpoint()
     try:
         pm, alerter = _alerter(endpoint.url)
-        drift = DriftMonitor(DriftConfig(window_rows=1000, subwindows=2, min_rows=500, alert_severity="critical"),
+        drift = DriftMonitor(DriftConfig(evaluate_interval_s=0, window_rows=1000, subwindows=2, min_rows=500, alert_severity="critical"),
                              context(pm, "drift"), DirStore(tmp_path))
         pm.register(drift, name="monitor:drift:1")
         rng = np.random.default_rng(0)

@@ -68,10 +68,8 @@ def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
     except ImportError:  # pragma: no cover - Windows
         loop = "asyncio"
     try:
-        import httptools  # noqa: F401
-
-        http = "httptools"
-    except ImportError:  # pragma: no cover
+        http: Any = _draining_httptools_protocol()
+    except ImportError:  # pragma: no cover - httptools is a dependency
         http = "h11"
 
     ucfg = uvicorn.Config(
@@ -97,6 +95,43 @@ def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
                     signal.signal(sig, handler)
 
     return _Server(ucfg)
+
+
+#: On shutdown, an idle keep-alive connection stays open this long for a request already on its way.
+DRAIN_IDLE_S = 1.0
+
+
+def _draining_httptools_protocol() -> type:
+    """uvicorn's httptools protocol, with a kinder shutdown for idle keep-alive connections.
+
+    uvicorn closes a keep-alive connection at once when it is between two requests,
+    so a request the client sent in that instant is lost (a read error for the
+    client; it may not retry a POST). Instead, such a connection gets ``DRAIN_IDLE_S``
+    to deliver its next request, which is answered with ``Connection: close``; only
+    a connection that stays idle is closed. Busy connections answer their current
+    request with ``Connection: close`` as before.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class DrainingHttpToolsProtocol(HttpToolsProtocol):
+        _draining = False
+
+        def shutdown(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if not idle or not hasattr(self, "timeout_keep_alive_task"):
+                super().shutdown()
+                return
+            self._draining = True
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = self.loop.call_later(DRAIN_IDLE_S, self.timeout_keep_alive_handler)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False  # answer, then close: "Connection: close"
+
+    return DrainingHttpToolsProtocol
 
 
 def serve_one(config: ServerConfig) -> int:

@@ -239,3 +239,43 @@ def test_sigterm_while_loading_exits_cleanly(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped before serving" in err
+
+
+def test_sigterm_closes_busy_keep_alive_connections_without_losing_a_request(tmp_path, affine_bundle):
+    import http.client
+
+    body = json.dumps(fp(np.ones((1, 5))))
+    with run_server([affine_bundle], tmp=tmp_path) as server:
+        outcomes: list = []
+        go = threading.Event()
+
+        def client():
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            sent = 0
+            try:
+                while True:  # back-to-back requests on one connection until the server says close
+                    conn.request("POST", "/v2/models/affine/infer", body, {"Content-Type": "application/json"})
+                    resp = conn.getresponse()
+                    resp.read()
+                    sent += 1
+                    outcomes.append(resp.status)
+                    if sent == 20:
+                        go.set()
+                    if resp.getheader("connection", "").lower() == "close":
+                        return
+            except Exception as exc:  # a request the server dropped
+                outcomes.append(exc)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        go.wait(30)
+        server.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert server.proc.wait(30) == 0
+    failures = [o for o in outcomes if o != 200]
+    assert not failures, failures[:3]
+    assert len(outcomes) >= 20

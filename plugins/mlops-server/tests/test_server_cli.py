@@ -138,3 +138,15 @@ def test_several_workers_share_the_port_and_stop_together(tmp_path, affine_bundl
     assert server.proc.returncode == 0
     for pid in children:
         assert not Path(f"/proc/{pid}").exists()
+
+
+@pytest.mark.slow
+def test_mlops_predict_builds_one_tensor_per_column_for_dataframe_models(tmp_path, main_server):
+    csv = tmp_path / "frame.csv"
+    csv.write_text("word,x\nabc,1.0\nz,2.0\n")
+    out = mlops("predict", main_server.url, "--model", "frame", "--input", str(csv), "--json")
+    assert json.loads(out.stdout)["outputs"][0]["data"] == [13.0, 21.0]
+    records = tmp_path / "frame.json"
+    records.write_text(json.dumps([{"x": 1.0, "word": "abc"}, {"x": 2.0, "word": "z"}]))
+    out = mlops("predict", main_server.url, "--model", "frame", "--input", str(records), "--json")
+    assert json.loads(out.stdout)["outputs"][0]["data"] == [13.0, 21.0]

@@ -35,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "MANIFEST",
+    "EXAMPLE",
     "MANIFEST_SCHEMA",
+    "read_example",
     "BundleInfo",
     "LoadedBundle",
     "save_bundle",
@@ -49,6 +51,8 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+#: A few rows of the example input as a V2 request body, for warm-ups and smoke tests.
+EXAMPLE = "example.json"
 MANIFEST_SCHEMA = "mlops-bundle/1"
 _CHUNK = 1 << 20
 _MAX_MANIFEST_BYTES = 16 << 20
@@ -176,12 +180,20 @@ def save_bundle(
         from .signature import infer_signature
 
         signature = infer_signature(model, example)
+    example_body = None
+    if signature is not None and example is not None:
+        from .signature import example_request
+
+        example_body = example_request(example, signature)
     fmt = _pick_format(model, format, pm)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        written = fmt.save(model, tmp)
+        written = list(fmt.save(model, tmp))
+        if example_body is not None and EXAMPLE not in written:
+            (tmp / EXAMPLE).write_bytes(canonical_json(example_body))
+            written.append(EXAMPLE)
         files = []
         for rel in sorted(set(written)):
             validate_key(rel)
@@ -192,6 +204,7 @@ def save_bundle(
             "format": fmt.name,
             "model_class": _model_class(model),
             "signature": signature.to_dict() if signature else None,
+            "example": EXAMPLE if EXAMPLE in written and example_body is not None else None,
             "files": files,
             "python": {"version": platform.python_version(), "implementation": sys.implementation.name},
             "requirements": _requirements(fmt.imported_modules(tmp)),
@@ -260,6 +273,9 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
             raise bad(f"file {p!r} has no valid sha256")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise bad(f"file {p!r} has no valid size")
+    example = manifest.get("example")
+    if example is not None and (not isinstance(example, str) or example not in seen):
+        raise bad(f"'example' must name a listed file, got {example!r}")
     if manifest.get("signature") is not None:
         try:
             Signature.from_dict(manifest["signature"])
@@ -324,3 +340,11 @@ def load_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = N
                                 hint="install the plugin that provides it (see `mlops plugins`)")
     model = fmt.load(info.path, info.manifest)
     return LoadedBundle(model=model, manifest=info.manifest, signature=info.signature, path=info.path, digest=info.digest)
+
+
+def read_example(info: BundleInfo | LoadedBundle) -> dict[str, Any] | None:
+    """The stored example request (a V2 body) of a verified bundle, or None."""
+    name = info.manifest.get("example")
+    if not name:
+        return None
+    return json.loads((Path(info.path) / name).read_text(encoding="utf-8"))

@@ -267,6 +267,9 @@ class Hooks:
         self._lock = threading.Lock()
         self.event_errors: Counter[tuple[str, str]] = Counter()
         self._call_monitors: list[Callable[[str, dict[str, Any], list[str]], None]] = []
+        #: Bumped whenever a plugin is registered or unregistered, so hot paths can
+        #: cache ``has_listeners`` answers and re-check only when this changes.
+        self.generation = 0
 
     def add_call_monitor(self, before: Callable[[str, dict[str, Any], list[str]], None]) -> Callable[[], None]:
         """Call ``before(hook_name, kwargs, plugin_names)`` ahead of every event broadcast.
@@ -403,6 +406,7 @@ class PluginManager:
             self._fail(name, "validate", exc, distribution, version)
             return None
         self._origins[name] = (distribution, version)
+        self.hooks.generation += 1
         registrar = BackendRegistrar(self.catalog, name, distribution, version)
         for impl in self.pm.hook.mlops_register_backends.get_hookimpls():
             if impl.plugin_name != name:
@@ -427,6 +431,7 @@ class PluginManager:
 
     def unregister(self, name: str) -> None:
         self.pm.unregister(name=name)
+        self.hooks.generation += 1
         self.catalog.remove_plugin(name)
         self._origins.pop(name, None)
 
@@ -486,7 +491,8 @@ def make_config(config_class: type | None, settings: Mapping[str, Any], what: st
 
 
 _MANAGER: PluginManager | None = None
-_MANAGER_LOCK = threading.Lock()
+_MANAGER_LOCK = threading.RLock()
+_LOADING = threading.local()
 
 
 def get_plugin_manager() -> PluginManager:
@@ -494,8 +500,20 @@ def get_plugin_manager() -> PluginManager:
     global _MANAGER
     if _MANAGER is None:
         with _MANAGER_LOCK:
+            if getattr(_LOADING, "active", False):
+                # A plugin asked for the manager from inside its own loading: a deadlock
+                # with a plain lock, an infinite recursion without one.
+                raise PluginError(
+                    "get_plugin_manager() was called while plugins are being loaded",
+                    hint="a plugin's module or mlops_register_backends must not use the manager; "
+                         "register import strings and build things lazily",
+                )
             if _MANAGER is None:
-                _MANAGER = PluginManager()
+                _LOADING.active = True
+                try:
+                    _MANAGER = PluginManager()
+                finally:
+                    _LOADING.active = False
     return _MANAGER
 
 

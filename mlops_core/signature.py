@@ -13,7 +13,7 @@ from typing import Any, Mapping
 from .entities import Signature, TensorSpec
 from .errors import InvalidInputError
 
-__all__ = ["infer_signature", "infer_tensor_specs", "numpy_datatype"]
+__all__ = ["infer_signature", "infer_tensor_specs", "numpy_datatype", "example_request"]
 
 _NUMPY_TO_V2 = {
     "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
@@ -116,3 +116,50 @@ def infer_signature(model: Any, example: Any) -> Signature:
         ) from exc
     outputs, _ = infer_tensor_specs(output, "output")
     return Signature(inputs=inputs, outputs=outputs, input_kind=kind)
+
+
+def _tensor_data(value: Any, rows: int) -> tuple[list[int], list[Any]]:
+    if _is_ndarray(value) or _is_series(value):
+        arr = value[:rows]
+        data = arr.tolist() if _is_series(value) else arr.reshape(-1).tolist()
+        return list(getattr(arr, "shape", (len(data),))), [d.decode() if isinstance(d, bytes) else d for d in data]
+    if isinstance(value, (list, tuple)):
+        value = list(value)[:rows]
+        shape = list(_shape_of(value))
+        flat: list[Any] = []
+
+        def walk(v: Any) -> None:
+            if isinstance(v, (list, tuple)):
+                for x in v:
+                    walk(x)
+            else:
+                flat.append(v)
+
+        walk(value)
+        return shape, flat
+    return [1], [value]
+
+
+def example_request(example: Any, signature: Signature, rows: int = 8) -> dict[str, Any] | None:
+    """A V2 inference request body with the first ``rows`` rows of ``example``.
+
+    Stored in bundles so servers can warm a model up with real data (zeros are not
+    valid input for every model, e.g. a one-hot encoder with unknown categories
+    refused). None when the example cannot be expressed as V2 tensors.
+    """
+    try:
+        if _is_dataframe(example):
+            values = {str(c): example[c] for c in example.columns}
+        elif isinstance(example, Mapping):
+            values = {str(k): v for k, v in example.items()}
+        else:
+            values = {signature.inputs[0].name: example} if len(signature.inputs) == 1 else None
+        if values is None:
+            return None
+        inputs = []
+        for spec in signature.inputs:
+            shape, data = _tensor_data(values[spec.name], rows)
+            inputs.append({"name": spec.name, "datatype": spec.datatype, "shape": shape, "data": data})
+        return {"inputs": inputs}
+    except Exception:  # an example we cannot encode is simply not stored
+        return None

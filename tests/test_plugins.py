@@ -283,3 +283,41 @@ def test_every_hookspec_has_a_documented_facade_or_caller():
         doc = getattr(hookspecs, name).__doc__ or ""
         assert len(doc.strip().splitlines()) >= 3, f"{name} is not documented"
         assert name in core, f"{name} is never called by the core"
+
+
+def test_reentrant_manager_use_is_a_clear_error(monkeypatch):
+    """A plugin that asks for the manager while plugins load gets an error, not a deadlock."""
+    from mlops_core import plugins
+
+    class Greedy:
+        @hookimpl
+        def mlops_register_backends(self, backends):
+            plugins.get_plugin_manager()
+
+    monkeypatch.setenv("MLOPS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    real_init = plugins.PluginManager.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.register(Greedy(), name="greedy")
+
+    monkeypatch.setattr(plugins.PluginManager, "__init__", init)
+    plugins.reset_plugin_manager(None)
+    pm = plugins.get_plugin_manager()
+    (failure,) = pm.failures
+    assert failure.name == "greedy" and "while plugins are being loaded" in failure.error
+
+
+def test_generation_changes_when_plugins_come_and_go():
+    pm = PluginManager(autoload=False)
+    before = pm.hooks.generation
+
+    class Listener:
+        @hookimpl
+        def mlops_predictions_served(self, event):
+            pass
+
+    pm.register(Listener(), name="l")
+    assert pm.hooks.generation == before + 1 and pm.hooks.has_listeners("mlops_predictions_served")
+    pm.unregister("l")
+    assert pm.hooks.generation == before + 2 and not pm.hooks.has_listeners("mlops_predictions_served")

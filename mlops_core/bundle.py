@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
-#: A few rows of the example input as a V2 request body, for warm-ups and smoke tests.
+#: Up to 1,000 rows of the example input as a V2 request body: warm-ups, smoke tests, drift references.
 EXAMPLE = "example.json"
 MANIFEST_SCHEMA = "mlops-bundle/1"
 _CHUNK = 1 << 20

@@ -32,6 +32,7 @@ from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import Hooks
+    from .stack import Stack
 
 __all__ = [
     "BackendContext",
@@ -61,6 +62,9 @@ class BackendContext:
     hooks: "Hooks"
     name: str
     base_dir: Path = attrs.field(factory=Path.cwd)
+    #: The stack building this backend, when there is one: lets a monitor write to the
+    #: stack's storage or read its registry (other components are built on first use).
+    stack: "Stack | None" = attrs.field(default=None, eq=False, repr=False)
 
     def resolve_path(self, value: "str | Path") -> Path:
         """A setting's path made absolute against ``base_dir`` (``~`` expanded)."""

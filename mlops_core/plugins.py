@@ -293,10 +293,11 @@ class Hooks:
             names = [i.plugin_name for i in reversed(impls) if not (i.hookwrapper or i.wrapper)]
             for monitor in list(self._call_monitors):
                 monitor(hook_name, kwargs, names)
+        trace = self._trace
         for impl in reversed(impls):  # pluggy order: last registered first
             if impl.hookwrapper or impl.wrapper:
                 continue
-            start = time.perf_counter()
+            start = time.perf_counter() if trace else 0.0
             try:
                 results.append(impl.function(*[kwargs[a] for a in impl.argnames]))
             except Exception:
@@ -304,7 +305,7 @@ class Hooks:
                     self.event_errors[(impl.plugin_name, hook_name)] += 1
                 log.exception("plugin %r raised in %s; the operation goes on", impl.plugin_name, hook_name)
             finally:
-                if self._trace:
+                if trace:
                     ms = (time.perf_counter() - start) * 1000
                     print(f"[mlops trace] {hook_name} -> {impl.plugin_name} ({ms:.3f} ms)", file=sys.stderr)
         return results

@@ -140,12 +140,13 @@ def _tensor_data(value: Any, rows: int) -> tuple[list[int], list[Any]]:
     return [1], [value]
 
 
-def example_request(example: Any, signature: Signature, rows: int = 8) -> dict[str, Any] | None:
+def example_request(example: Any, signature: Signature, rows: int = 1000) -> dict[str, Any] | None:
     """A V2 inference request body with the first ``rows`` rows of ``example``.
 
     Stored in bundles so servers can warm a model up with real data (zeros are not
     valid input for every model, e.g. a one-hot encoder with unknown categories
-    refused). None when the example cannot be expressed as V2 tensors.
+    refused), and so a drift monitor can profile it as the version's reference when
+    it is large enough. None when the example cannot be expressed as V2 tensors.
     """
     try:
         if _is_dataframe(example):

@@ -182,7 +182,7 @@ class Stack:
 
     def context(self, name: str) -> BackendContext:
         return BackendContext(home=self.config.home, hooks=self.plugins.hooks, name=name,
-                              base_dir=self.config.base_dir)
+                              base_dir=self.config.base_dir, stack=self)
 
     def _build(self, component: str, cc: ComponentConfig) -> Any:
         self.config.home.mkdir(parents=True, exist_ok=True)

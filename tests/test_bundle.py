@@ -247,10 +247,10 @@ def test_example_rows_are_stored_for_warm_ups(tmp_path):
     from mlops_core.bundle import read_example
 
     model, X = _iris_model()
-    info = mlops_core.save_bundle(model, tmp_path / "b", example=X[:20])
+    info = mlops_core.save_bundle(model, tmp_path / "b", example=X)
     body = read_example(info)
-    assert body["inputs"][0]["shape"] == [8, 4] and body["inputs"][0]["name"] == "input-0"
-    assert np.allclose(np.asarray(body["inputs"][0]["data"]).reshape(8, 4), X[:8])
+    assert body["inputs"][0]["shape"] == [150, 4] and body["inputs"][0]["name"] == "input-0"
+    assert np.allclose(np.asarray(body["inputs"][0]["data"]).reshape(150, 4), X)
     jsonschema.validate(info.manifest, SCHEMA)
     assert "example.json" in {f["path"] for f in info.manifest["files"]}  # hashed like the payload
     assert read_example(mlops_core.save_bundle(model, tmp_path / "c")) is None

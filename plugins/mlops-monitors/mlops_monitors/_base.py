@@ -45,11 +45,12 @@ class MonitorBase(Monitor):
     @property
     def storage(self) -> ArtifactStore:
         if self._storage is None:
-            # The factory context carries no stack (see the issue note); the
-            # process-wide stack is the one a server or CLI built us from.
-            from mlops_core.api import get_stack
+            stack = getattr(self.context, "stack", None)
+            if stack is None:  # built outside a stack (tests, tools): the process-wide one
+                from mlops_core.api import get_stack
 
-            self._storage = get_stack().storage
+                stack = get_stack()
+            self._storage = stack.storage
         return self._storage
 
     # health -------------------------------------------------------------------

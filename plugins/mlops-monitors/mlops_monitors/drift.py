@@ -69,6 +69,9 @@ class DriftConfig:
     (large windows make any difference significant; the effect size keeps the
     alarm meaningful). ``features``: only these (default all profiled);
     ``categorical``: treat these as categorical when capturing profiles.
+    Reference at registration (``capture_on_register``): the bundle's example
+    rows (``example.json``, saved from ``example=``) when there are at least
+    ``min_reference_rows``, or an ``example.npz``/``.npy`` file in the bundle.
     """
 
     window_rows: int = attrs.field(default=10_000, validator=attrs.validators.gt(0))
@@ -89,6 +92,8 @@ class DriftConfig:
     max_categories: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     queue_size: int = 1000
     capture_on_register: bool = True
+    #: A bundle's stored example rows become the reference profile only with at least this many rows.
+    min_reference_rows: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     persist_interval_s: float = 30.0
     profile_retry_s: float = 60.0
     alert_severity: str = attrs.field(default="warning", validator=attrs.validators.in_(("info", "warning", "critical")))
@@ -502,16 +507,39 @@ class DriftMonitor(MonitorBase):
             example = next((bundle / n for n in EXAMPLE_FILES if (bundle / n).is_file()), None)
         try:
             if example is None:
-                return
-            data: Any = np.load(example, allow_pickle=False)
-            if isinstance(data, np.lib.npyio.NpzFile):
-                with data:
-                    data = {k: data[k] for k in data.files}
+                data = self._stored_example(bundle) if tmp is not None else None
+                if data is None:
+                    return
+                source = "its stored example rows"
+            else:
+                data = np.load(example, allow_pickle=False)
+                if isinstance(data, np.lib.npyio.NpzFile):
+                    with data:
+                        data = {k: data[k] for k in data.files}
+                source = example.name
             self.capture_profile(version.model, version.version, data, save=True)
-            log.info("captured a reference profile for %s from %s", version.uri, example.name)
+            log.info("captured a reference profile for %s from %s", version.uri, source)
         finally:
             if tmp is not None:
                 tmp.cleanup()
+
+    def _stored_example(self, bundle: Path) -> dict[str, Any] | None:
+        """The bundle's example rows (``example.json``, a V2 body) as tensors, if there are enough to profile."""
+        from mlops_core.bundle import verify_bundle, read_example
+
+        body = read_example(verify_bundle(bundle))
+        if not body:
+            return None
+        tensors = {}
+        for t in body["inputs"]:
+            dtype = object if t["datatype"] == "BYTES" else None
+            tensors[t["name"]] = np.asarray(t["data"], dtype=dtype).reshape(t["shape"])
+        rows = min((len(v) for v in tensors.values()), default=0)
+        if rows < self.config.min_reference_rows:
+            log.info("not profiling %s: its example has %d rows, fewer than min_reference_rows=%d",
+                     bundle, rows, self.config.min_reference_rows)
+            return None
+        return tensors
 
     def close(self) -> None:
         super().close()

@@ -48,7 +48,8 @@ __all__ = ["ProcessDeployer", "tail_lines"]
 _LOCK_TIMEOUT = 600.0
 #: Exit statuses of ``python -m mlops_server`` (see mlops_server.server).
 _EXIT_REASONS = {3: "the model failed to load or to answer its warm-up prediction",
-                 4: "the server could not listen on its port", 2: "the server refused its arguments"}
+                 4: "the server could not listen on its port", 2: "the server refused its arguments",
+                 5: "a monitor configured in the stack could not be started"}
 _LOG_LINES_IN_ERRORS = 25
 
 
@@ -118,20 +119,37 @@ class _StartFailed(MlopsError):
     pass
 
 
+def _stack_file(context: BackendContext) -> Path | None:
+    """The stack file this deployer was configured from: $MLOPS_CONFIG, else the one found from its folder.
+
+    The context gives the stack file's folder (``base_dir``), not the file, so this repeats
+    the core's search from there; it finds the same file.
+    """
+    try:
+        from mlops_core.stack import find_config_file
+
+        return find_config_file(Path(context.base_dir))
+    except Exception:  # an unreadable MLOPS_CONFIG already failed the stack; nothing better to pass
+        return None
+
+
 class ProcessDeployer(Deployer):
     """Runs deployments as local server processes; state under ``<home>/deployments``."""
 
     requires_image = False
 
     def __init__(self, config: ProcessDeployerConfig | None = None, *, home: Path | str,
-                 backend_name: str = "process") -> None:
+                 backend_name: str = "process", stack_file: Path | str | None = None) -> None:
         self.config = config or ProcessDeployerConfig()
-        self.root = Path(home).absolute() / "deployments"
+        self.home = Path(home).absolute()
+        self.root = self.home / "deployments"
         self.backend_name = backend_name
+        #: The stack file servers read (MLOPS_CONFIG), so they build the same stack's monitors.
+        self.stack_file = Path(stack_file).absolute() if stack_file else None
 
     @classmethod
     def from_config(cls, config: ProcessDeployerConfig, context: BackendContext) -> "ProcessDeployer":
-        return cls(config, home=context.home, backend_name=context.name)
+        return cls(config, home=context.home, backend_name=context.name, stack_file=_stack_file(context))
 
     def check(self) -> str:
         if not Path("/proc/self/stat").exists():
@@ -302,7 +320,11 @@ class ProcessDeployer(Deployer):
                "--reuse-port", *self.config.server_args, *flags]
         folder.path.mkdir(parents=True, exist_ok=True)
         log_path = folder.log_path(spec.version)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The server builds the stack's monitors ([[monitors]], MLOPS_MONITORS): give it the same
+        # stack as this command, whatever its working folder (the deployment's folder).
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MLOPS_HOME=str(self.home))
+        if self.stack_file is not None:
+            env["MLOPS_CONFIG"] = str(self.stack_file)
         with open(log_path, "ab") as log:
             offset = log.tell()
             log.write(f"---- mlops process deployer {_now()}: starting {spec.model} version {spec.version} "

@@ -15,23 +15,20 @@ Two kinds of clients run side by side:
 * new-connection clients: one connection per request, so the SO_REUSEPORT
   hand-over of *new* connections between the old and the new listener is exercised.
 
-The test runs twice: against the installed mlops-server, and against it with the
-change proposed in ``process_deployer_drainfix.py``. Until mlops-server ships that
-change (and says so with ``mlops_server.server.GRACEFUL_HANDOVER = True``), lost
-requests against the installed server are reported as an expected failure that
-carries the figures; with the change applied, not a single request may fail.
+mlops-server makes this hold (``mlops_server.server.GRACEFUL_HANDOVER``): the new
+server steers new connections to its own listener as soon as it binds, the old one
+accepts what is still queued before closing its listener, and idle keep-alive
+connections get a last request answered with ``Connection: close``. Not a single
+request may fail.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import stat
-import sys
 import threading
 import time
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -128,34 +125,11 @@ class LoadGenerator:
             conn.close()
 
 
-@pytest.fixture(params=["installed-server", "proposed-drain-fix"])
-def server_variant(request: pytest.FixtureRequest, fresh: DeployEnv, tmp_path: Path) -> Iterator[str]:
-    """Deploy with the installed server, or through the drain-fix wrapper (``python`` of the deployer)."""
-    if request.param == "installed-server":
-        yield request.param
-        return
-    wrapper = tmp_path / "python-with-drain-fix"
-    fix = Path(__file__).with_name("process_deployer_drainfix.py")
-    # The deployer runs `<python> -m mlops_server ARGS`; drop `-m mlops_server`, keep the arguments.
-    wrapper.write_text(f'#!/bin/sh\nshift 2\nexec "{sys.executable}" "{fix}" "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    original = fresh.stack_file.read_text()
-    fresh.stack_file.write_text(original + f'python = "{wrapper}"\n')
-    api.set_stack(None)
-    try:
-        yield request.param
-    finally:
-        fresh.stack_file.write_text(original)
-        api.set_stack(None)
-
-
-def _server_has_graceful_handover() -> bool:
+def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv) -> None:
     import mlops_server.server
 
-    return bool(getattr(mlops_server.server, "GRACEFUL_HANDOVER", False))
+    assert mlops_server.server.GRACEFUL_HANDOVER
 
-
-def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv, server_variant: str) -> None:
     deployment = mlops_core.deploy("models:/adder/1", name="rolling")
     marks: dict[str, float] = {}
     with LoadGenerator(deployment.url, keepalive_clients=6, new_connection_clients=2) as load:
@@ -174,9 +148,10 @@ def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv
     assert (rolled.version, rolled.previous_version, rolled.url) == (1, 2, deployment.url)
     failed = [o for o in outcomes if o.error]
     by_version = {v: sum(1 for o in outcomes if o.version == v) for v in (1, 2)}
-    figures = (f"{len(outcomes)} requests sent, {len(failed)} failed "
-               f"({', '.join(sorted({o.error.split(':')[0] for o in failed if o.error}))})")
-    print(f"\nrolling update under load ({server_variant}): {len(outcomes)} requests sent, {len(failed)} failed, "
+    kinds = {kind: [o for o in outcomes if o.client.startswith(kind)] for kind in ("keepalive", "new-conn")}
+    print(f"\nrolling update under load: {len(outcomes)} requests sent, {len(failed)} failed "
+          f"(keep-alive clients: {len(kinds['keepalive'])} sent, {sum(1 for o in kinds['keepalive'] if o.error)} failed; "
+          f"new-connection clients: {len(kinds['new-conn'])} sent, {sum(1 for o in kinds['new-conn'] if o.error)} failed), "
           f"answered by v1: {by_version[1]}, by v2: {by_version[2]}, "
           f"during the update: {sum(1 for o in outcomes if marks['update_start'] <= o.sent <= marks['update_done'])}, "
           f"during the rollback: "
@@ -190,7 +165,5 @@ def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv
     assert on_v2 and set(on_v2) == {2}
     assert after and set(after) == {1}
 
-    if failed and server_variant == "installed-server" and not _server_has_graceful_handover():
-        pytest.xfail(f"{figures}: mlops-server cuts idle keep-alive connections and resets its accept queue "
-                     "when it drains; see process_deployer_drainfix.py for the change it needs")
+    assert kinds["keepalive"] and kinds["new-conn"]
     assert not failed, f"{len(failed)} of {len(outcomes)} requests failed, e.g. {failed[:5]}"

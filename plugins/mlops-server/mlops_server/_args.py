@@ -76,4 +76,6 @@ def build_module_parser() -> argparse.ArgumentParser:
                         help="bundle folder to serve (repeat for several models)")
     add_model_options(parser)
     add_server_options(parser)
+    # Set by a --workers supervisor for its workers (one hand-over generation); not for users.
+    parser.add_argument("--handover-generation", default=None, help=argparse.SUPPRESS)
     return parser

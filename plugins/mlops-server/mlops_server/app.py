@@ -121,7 +121,7 @@ class ModelServerApp:
         self._listening = False
         self._hooks: Any = None
         self._dispatcher: _EventDispatcher | None = None
-        self._refresh: asyncio.TimerHandle | None = None
+        self._generation: int | None = None  # hooks.generation when listeners were last checked
         self._loader: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server_meta = codec.dumps({"name": "mlops-server", "version": __version__,
@@ -168,27 +168,41 @@ class ModelServerApp:
             self._hooks = get_plugin_manager().hooks
         except Exception:  # pragma: no cover - the core is a hard dependency
             log.exception("plugin manager unavailable; prediction events are off")
-        self._refresh_listeners()
+        self._check_listeners()
         if not self.preloaded:
             # Serve liveness (and honest "not ready") while models load.
             self._loader = threading.Thread(target=self.load_models, name="mlops-model-loader", daemon=True)
             self._loader.start()
 
-    def _refresh_listeners(self) -> None:
-        # has_listeners is cheap, but checking it per request is still a cost; plugins rarely change.
-        if self._hooks is not None:
-            try:
-                self._listening = self._hooks.has_listeners(_HOOK)
-            except Exception:
-                self._listening = False
-            if self._listening and self._dispatcher is None:
-                self._dispatcher = _EventDispatcher(self._hooks, self.metrics)
-        if self._loop is not None:
-            self._refresh = self._loop.call_later(5.0, self._refresh_listeners)
+    def _listens(self) -> bool:
+        """Per answered request: the cached answer unless a plugin was (un)registered since."""
+        hooks = self._hooks
+        if hooks is None:
+            return False
+        if getattr(hooks, "generation", None) == self._generation:
+            return self._listening
+        return self._check_listeners()
+
+    def _check_listeners(self) -> bool:
+        """Whether a plugin listens for prediction events; re-asked only when plugins changed.
+
+        ``hooks.generation`` changes on every plugin (un)registration, so the per-request
+        cost is one integer compare; a monitor registered at any time is seen by the
+        next request.
+        """
+        hooks = self._hooks
+        if hooks is None:
+            return False
+        self._generation = getattr(hooks, "generation", None)  # None with a core that has no counter: ask once
+        try:
+            self._listening = hooks.has_listeners(_HOOK)
+        except Exception:
+            self._listening = False
+        if self._listening and self._dispatcher is None:
+            self._dispatcher = _EventDispatcher(hooks, self.metrics)
+        return self._listening
 
     async def shutdown(self) -> None:
-        if self._refresh is not None:
-            self._refresh.cancel()
         if self._dispatcher is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._dispatcher.close)
         for m in self.models:
@@ -438,7 +452,7 @@ class ModelServerApp:
         finally:
             elapsed = time.perf_counter() - start
             self.metrics.observe(model.name, "infer", status, elapsed, rows)
-        if self._listening and self._dispatcher is not None:
+        if self._listens():
             self._emit(model, arrays, outputs, elapsed, rows)
 
     async def _invocations(self, scope: dict, receive: Callable, send: Send) -> None:
@@ -470,7 +484,7 @@ class ModelServerApp:
         finally:
             elapsed = time.perf_counter() - start
             self.metrics.observe(model.name, "invocations", status, elapsed, rows)
-        if self._listening and self._dispatcher is not None:
+        if self._listens():
             self._emit(model, arrays, outputs, elapsed, rows)
 
     def _emit(self, model: ServedModel, arrays: dict, outputs: list, elapsed: float, rows: int) -> None:

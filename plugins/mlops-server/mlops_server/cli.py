@@ -26,6 +26,7 @@ def config_from_args(args: argparse.Namespace, bundles: Sequence[BundleSpec]) ->
         max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms, timeout=args.timeout,
         max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, executor=args.executor, threads=args.threads,
         drain_timeout=args.drain_timeout, log_level=args.log_level,
+        generation=getattr(args, "handover_generation", None),
     )
 
 
@@ -51,6 +52,8 @@ def config_argv(config: ServerConfig) -> list[str]:
         argv += ["--timeout", str(config.timeout)]
     if config.reuse_port:
         argv.append("--reuse-port")
+    if config.generation:
+        argv += ["--handover-generation", config.generation]
     return argv
 
 

@@ -45,6 +45,9 @@ class ServerConfig:
     drain_timeout: float = attrs.field(default=30.0, validator=_positive)
     keep_alive: float = attrs.field(default=5.0, validator=_positive)
     log_level: str = "info"
+    #: Servers of one generation share new connections on a reuse-port group; a newer generation
+    #: takes them all (see mlops_server.handover). None: this process alone is a generation.
+    generation: str | None = None
 
     @property
     def batching(self) -> bool:

@@ -2,8 +2,10 @@
 
 A :class:`ServedModel` is created for every ``--bundle``. It loads in
 :meth:`load` (verifying hashes first, through ``mlops_core.bundle.load_bundle``),
-answers one warm-up prediction built from its signature, and only then reports
-itself ready. A model that fails either step keeps ``state == "failed"`` and the
+answers a warm-up prediction, and only then reports itself ready. The warm-up
+uses the bundle's stored example request (``example.json``, decoded and checked
+like a real request) when there is one, and zeros (empty strings for BYTES)
+shaped by the signature otherwise. A model that fails either step keeps ``state == "failed"`` and the
 reason in ``error``: it is listed, never served.
 """
 
@@ -18,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .codec import DTYPES, to_output_arrays
+from .codec import DTYPES, TensorError, decode_tensor, to_output_arrays
 
 log = logging.getLogger("mlops_server")
 
@@ -57,6 +59,7 @@ class ServedModel:
         self.inputs: dict[str, Any] = {}  # name -> TensorSpec, in signature order
         self.output_names: list[str] = []
         self.warmup_s: float | None = None
+        self.warmup_input = "none"  # "example" (the bundle's stored request), "zeros", or "none" (no signature)
         self.inline = False
         self.executor_mode = executor  # auto | inline | thread
         self.threads = max(1, threads)
@@ -86,7 +89,7 @@ class ServedModel:
                 self.input_kind = self.signature.input_kind
                 self.inputs = {t.name: t for t in self.signature.inputs}
                 self.output_names = [t.name for t in self.signature.outputs]
-            self._warm_up()
+            self._warm_up(self._example_arrays(bundle))
         except BaseException as exc:  # a bad pickle can raise anything; keep serving the others
             self.state = "failed"
             self.error = f"{type(exc).__name__}: {exc}".strip()
@@ -95,15 +98,30 @@ class ServedModel:
                 raise
             return
         self.state = "ready"
-        log.info("model %r loaded from %s in %.2f s (warm-up predict %.3f ms, %s)", self.name, self.path,
-                 time.perf_counter() - start, (self.warmup_s or 0) * 1000,
+        log.info("model %r loaded from %s in %.2f s (warm-up on %s: predict %.3f ms, %s)", self.name, self.path,
+                 time.perf_counter() - start, self.warmup_input, (self.warmup_s or 0) * 1000,
                  "inline on the event loop" if self.inline else f"{self.threads} thread(s)")
 
-    def _warm_up(self) -> None:
+    def _example_arrays(self, bundle: Any) -> dict[str, np.ndarray] | None:
+        """The bundle's stored example request, decoded and checked like a request; None if absent or unusable."""
         if not self.inputs:
-            # No signature: nothing to build a request from; the first real request is the test.
-            self.inline = self.executor_mode == "inline"
-            return
+            return None
+        try:
+            from mlops_core.bundle import read_example
+
+            body = read_example(bundle)
+            if body is None:
+                return None
+            tensors = body.get("inputs") if isinstance(body, dict) else None
+            if not isinstance(tensors, list) or not tensors:
+                raise TensorError("it has no 'inputs' list")
+            return self.check_inputs([decode_tensor(t) for t in tensors])
+        except (OSError, ValueError, TypeError, AttributeError) as exc:  # TensorError, RequestError, bad JSON
+            log.warning("model %r: the bundle's example request cannot be used for the warm-up (%s: %s); "
+                        "warming up with zeros", self.name, type(exc).__name__, exc)
+            return None
+
+    def _zeros(self) -> dict[str, np.ndarray]:
         arrays = {}
         for spec in self.inputs.values():
             shape = tuple(1 if d < 0 else d for d in spec.shape)
@@ -113,6 +131,23 @@ class ServedModel:
             else:
                 arr = np.zeros(shape, dtype=_spec_dtype(spec.datatype))
             arrays[spec.name] = arr
+        return arrays
+
+    def _warm_up(self, example: Mapping[str, np.ndarray] | None = None) -> None:
+        """Predict once on ``example`` (real rows) or zeros, then time one-row calls to choose the executor."""
+        if not self.inputs:
+            # No signature: nothing to build a request from; the first real request is the test.
+            self.inline = self.executor_mode == "inline"
+            return
+        if example is None:
+            self.warmup_input = "zeros"
+            arrays = self._zeros()
+        else:
+            self.warmup_input = "example"
+            # Every example row once (the real code path), then one-row calls for the timing below.
+            to_output_arrays(self.predict_fn(self.model_input(example)), self.output_names)
+            batched = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in self.inputs.values())
+            arrays = {k: v[:1] for k, v in example.items()} if batched else dict(example)
         timings = []
         for _ in range(3):
             t0 = time.perf_counter()

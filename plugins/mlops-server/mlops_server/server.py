@@ -9,12 +9,29 @@ Lifecycle of one server process:
    while the old one still serves): load and warm up *first*, bind afterwards,
    so the kernel never hands a connection to a process that cannot answer it.
    If a model fails to load the process exits with status 3 without binding.
-3. SIGTERM or SIGINT: stop accepting, let in-flight requests finish (up to
-   ``drain_timeout``), close idle keep-alive connections, exit 0.
+3. SIGTERM or SIGINT: stop accepting (connections already queued on the
+   listener are accepted first, then the listener closes), let in-flight
+   requests finish (up to ``drain_timeout``), give idle keep-alive connections
+   ``DRAIN_IDLE_S`` for a request already on its way, exit 0.
 
 ``workers > 1`` starts that many such processes, each binding the port with
 SO_REUSEPORT (the kernel spreads connections), under a small supervisor that
 forwards SIGTERM and exits with the worst child status.
+
+Rolling updates (:data:`GRACEFUL_HANDOVER`): with ``--reuse-port`` on Linux, a
+server that binds a port other servers already listen on takes every *new*
+connection from then on (a reuseport BPF program, see :mod:`.handover`), so the
+old server's accept queue stops growing; when the old one drains it accepts what
+is still queued before closing. The workers of one ``--workers N`` server form
+one generation and share the new connections. Together with the keep-alive
+drain, a client loses no request when the old server stops, whether it keeps
+its connection or opens one per request.
+
+The stack's monitors (``[[monitors]]`` or ``MLOPS_MONITORS``) are built in every
+serving process before the models load, so they receive its prediction events
+and add to ``/metrics``; they are closed (flushed) on exit. An unreadable stack
+configuration only turns them off (logged); a configured monitor that cannot be
+built stops the server with status 5, naming it.
 """
 
 from __future__ import annotations
@@ -26,6 +43,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Generator, Sequence
 
@@ -33,24 +51,24 @@ from .config import ServerConfig
 
 log = logging.getLogger("mlops_server")
 
-__all__ = ["serve", "bind_socket", "EXIT_LOAD_FAILED"]
+__all__ = ["serve", "bind_socket", "EXIT_LOAD_FAILED", "EXIT_MONITOR_FAILED", "GRACEFUL_HANDOVER"]
 
 EXIT_LOAD_FAILED = 3
 EXIT_BIND_FAILED = 4
+EXIT_MONITOR_FAILED = 5
+
+#: A server replaced by another one on the same port (``--reuse-port``) loses no request:
+#: new connections go to the newest server, queued ones are accepted before the listener
+#: closes, idle keep-alive connections get a last request. Full guarantee on Linux; elsewhere
+#: the kernel's SO_REUSEPORT hashing applies (see :mod:`mlops_server.handover`).
+GRACEFUL_HANDOVER = True
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        if not hasattr(socket, "SO_REUSEPORT"):
-            raise OSError("SO_REUSEPORT is not available on this platform")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
+    """Bind and listen (joining the port's hand-over group with ``reuse_port``); the listening socket."""
+    from .handover import bind_listener
+
+    return bind_listener(host, port, reuse_port=reuse_port).sock
 
 
 def _setup_logging(level: str) -> None:
@@ -58,7 +76,10 @@ def _setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr)
 
 
-def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
+def _uvicorn_server(app: Any, config: ServerConfig, listener: Any = None) -> Any:
+    import asyncio
+    import functools
+
     import uvicorn
 
     try:
@@ -93,6 +114,30 @@ def _uvicorn_server(app: Any, config: ServerConfig) -> Any:
             finally:
                 for sig, handler in originals.items():
                     signal.signal(sig, handler)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn closes the listener at once, and the kernel resets every connection still
+            # queued on it. Accept those first (under the port group's lock, which also re-steers
+            # the listeners that stay), close, and serve them like the others while draining.
+            if listener is not None:
+                loop = asyncio.get_running_loop()
+
+                def close_listeners() -> None:
+                    for server in getattr(self, "servers", []):
+                        server.close()
+
+                pending = listener.close(close_listeners)
+                factory = functools.partial(self.config.http_protocol_class, config=self.config,
+                                            server_state=self.server_state, app_state=self.lifespan.state,
+                                            _loop=loop)
+                for conn in pending:
+                    try:
+                        await loop.connect_accepted_socket(factory, conn)
+                    except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the drain
+                        log.warning("could not serve a connection accepted while draining: %s", exc)
+                        conn.close()
+                sockets = []
+            await super().shutdown(sockets=sockets)
 
     return _Server(ucfg)
 
@@ -134,10 +179,57 @@ def _draining_httptools_protocol() -> type:
     return DrainingHttpToolsProtocol
 
 
+def _start_monitors() -> tuple[Any, int | None]:
+    """Build the stack's configured monitors in this process; (stack or None, exit status or None).
+
+    ``mlops_core.api.get_stack()`` reads MLOPS_CONFIG / mlops.toml / MLOPS_HOME /
+    MLOPS_MONITORS as every mlops command does. A stack that cannot be read turns
+    monitoring off (logged) and the bundles are served all the same; a monitor that
+    is configured but cannot be built is an error naming it (status 5): serving
+    without the monitoring someone asked for would go unnoticed.
+    """
+    try:
+        from mlops_core import api
+
+        stack = api.get_stack()
+    except Exception as exc:  # ConfigError, a broken stack file, an unreadable MLOPS_CONFIG...
+        hint = getattr(exc, "hint", None)
+        log.error("cannot read the stack configuration, so no stack monitor runs in this server: %s%s",
+                  exc, f" ({hint})" if hint else "")
+        return None, None
+    configured = list(stack.config.monitors)
+    if not configured:
+        return stack, None
+    try:
+        monitors = stack.monitors
+    except Exception as exc:
+        # Stack.monitors builds them in order and registers each as "monitor:<backend>:<i>".
+        registered = {name for name, _ in stack.plugins.pm.list_name_plugin()}
+        failed = next((f"{mc.backend!r} (monitor {i + 1} of {len(configured)})" for i, mc in enumerate(configured)
+                       if f"monitor:{mc.backend}:{i}" not in registered),
+                      ", ".join(repr(mc.backend) for mc in configured))
+        hint = getattr(exc, "hint", None)
+        log.error("the stack monitor %s configured in %s cannot be started: %s%s", failed, stack.config.source,
+                  exc, f" ({hint})" if hint else "")
+        return stack, EXIT_MONITOR_FAILED
+    log.info("stack monitors: %s (from %s)", ", ".join(mc.backend for mc in configured), stack.config.source)
+    del monitors
+    return stack, None
+
+
+def _close_stack(stack: Any) -> None:
+    if stack is None:
+        return
+    try:
+        from mlops_core import api
+
+        api.set_stack(None)  # closes the process-wide stack: monitors flush and unregister
+    except Exception:
+        log.exception("closing the stack's monitors failed")
+
+
 def serve_one(config: ServerConfig) -> int:
     """Run one server process until SIGTERM; returns the exit status."""
-    from .app import ModelServerApp
-
     _setup_logging(config.log_level)
     # A SIGTERM that arrives while models load (before uvicorn handles signals) must still end
     # the process cleanly, not kill it mid-way with "terminated by signal".
@@ -151,6 +243,19 @@ def serve_one(config: ServerConfig) -> int:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, early_exit)
+    stack, status = _start_monitors()
+    try:
+        if status is not None:
+            return status
+        return _serve_one(config, stop)
+    finally:
+        _close_stack(stack)
+
+
+def _serve_one(config: ServerConfig, stop: dict[str, Any]) -> int:
+    from .app import ModelServerApp
+    from .handover import bind_listener
+
     try:
         app = ModelServerApp(config, preloaded=config.reuse_port)
     except ValueError as exc:
@@ -166,21 +271,25 @@ def serve_one(config: ServerConfig) -> int:
                       config.host, config.port)
             return EXIT_LOAD_FAILED
     try:
-        sock = bind_socket(config.host, config.port, reuse_port=config.reuse_port)
+        listener = bind_listener(config.host, config.port, reuse_port=config.reuse_port,
+                                 generation=config.generation)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return EXIT_BIND_FAILED
-    server = _uvicorn_server(app, config)
-    stop["server"] = server
-    if stop["requested"]:
-        sock.close()
-        return 0
-    log.info("mlops-server %s listening on http://%s:%s (%d model(s)%s)", _version(), config.host, config.port,
-             len(app.models), f", batching up to {config.max_batch_size} rows / {config.max_batch_wait_ms:g} ms"
-             if config.batching else "")
-    server.run(sockets=[sock])
-    if not server.started:
-        return EXIT_BIND_FAILED
+    try:
+        server = _uvicorn_server(app, config, listener)
+        stop["server"] = server
+        if stop["requested"]:
+            return 0
+        log.info("mlops-server %s listening on http://%s:%s (%d model(s)%s)", _version(), config.host, config.port,
+                 len(app.models), f", batching up to {config.max_batch_size} rows / {config.max_batch_wait_ms:g} ms"
+                 if config.batching else "")
+        server.run(sockets=[listener.sock])
+        if not server.started:
+            return EXIT_BIND_FAILED
+    finally:
+        for conn in listener.close():  # no-op after a normal shutdown; else leave the port group cleanly
+            conn.close()
     log.info("mlops-server drained and stopped")
     return 0
 
@@ -198,7 +307,11 @@ def serve(config: ServerConfig, argv: Sequence[str] | None = None) -> int:
     _setup_logging(config.log_level)
     if argv is None:
         raise ValueError("several workers need the command line to start them with")
-    cmd = [sys.executable, "-m", "mlops_server", *_strip_workers(argv), "--workers", "1", "--reuse-port"]
+    # The workers are one generation: they share new connections, and together take them over
+    # from an older server on the same port (see mlops_server.handover).
+    generation = config.generation or f"{os.getpid()}-{time.time_ns()}"
+    cmd = [sys.executable, "-m", "mlops_server", *_strip_workers(argv), "--workers", "1", "--reuse-port",
+           "--handover-generation", generation]
     children = [subprocess.Popen(cmd) for _ in range(config.workers)]
     log.info("supervisor %d started %d workers: %s", os.getpid(), len(children), [c.pid for c in children])
     stopping = threading.Event()
@@ -240,10 +353,10 @@ def _strip_workers(argv: Sequence[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg == "--workers":
+        if arg in ("--workers", "--handover-generation"):
             skip = True
             continue
-        if arg.startswith("--workers=") or arg == "--reuse-port":
+        if arg.startswith(("--workers=", "--handover-generation=")) or arg == "--reuse-port":
             continue
         out.append(arg)
     return out

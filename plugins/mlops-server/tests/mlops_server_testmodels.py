@@ -87,3 +87,12 @@ class SlowToLoad(Echo):
     def __setstate__(self, state: dict) -> None:
         time.sleep(state["delay"])
         self.__dict__.update(state)
+
+
+class RejectsZeros:
+    """Raises on an all-zero input (as a model validating its features might); fine on real rows."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        if not np.asarray(x).any():
+            raise ValueError("all-zero input: this is not a real row")
+        return x * 2.0

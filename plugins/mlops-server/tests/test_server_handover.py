@@ -1,0 +1,224 @@
+"""Hand-over of a shared port (SO_REUSEPORT) between server generations, and the drain of queued connections.
+
+The kernel-level tests use real sockets in this process: which listener's accept queue a new
+connection lands in is exactly what the steering program decides.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops_server.handover import (accept_pending, bind_listener, kernel_leave, steering_program,
+                                   steering_supported)
+from mlops_server_testkit import free_port
+
+linux_only = pytest.mark.skipif(not steering_supported(), reason="reuseport steering needs Linux and /proc/net/tcp")
+
+
+# ----------------------------------------------------------------- pure parts
+def test_steering_program_shapes():
+    assert steering_program([3], 4) == [(0x06, 0, 0, 3)]
+    uniform = steering_program(range(3), 3)
+    assert uniform[-1] == (0x16, 0, 0, 0) and uniform[1] == (0x94, 0, 0, 3)
+    picked = steering_program([1, 4], 5)
+    assert picked[1] == (0x94, 0, 0, 2)
+    assert picked[2:] == [(0x15, 0, 1, 0), (0x06, 0, 0, 1), (0x06, 0, 0, 4)]
+    with pytest.raises(ValueError):
+        steering_program([], 2)
+
+
+def test_kernel_leave_moves_the_last_listener_into_the_freed_slot():
+    socks = [{"inode": i} for i in (10, 11, 12, 13)]
+    assert [s["inode"] for s in kernel_leave(socks, 11)] == [10, 13, 12]
+    assert [s["inode"] for s in kernel_leave(socks, 13)] == [10, 11, 12]
+
+
+# ----------------------------------------------------------------- kernel
+def _connect(port: int, n: int) -> list[socket.socket]:
+    return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(n)]
+
+
+def _queued(listener) -> int:
+    time.sleep(0.05)  # let the loopback handshakes complete
+    conns = accept_pending(listener.sock)
+    for c in conns:
+        c.close()
+    return len(conns)
+
+
+def test_accept_pending_takes_every_queued_connection():
+    listener = bind_listener("127.0.0.1", 0, reuse_port=False)
+    clients = _connect(listener.port, 7)
+    try:
+        assert _queued(listener) == 7
+        clients += _connect(listener.port, 3)
+        time.sleep(0.05)
+        drained = listener.close()  # accepts what is queued, then closes
+        assert len(drained) == 3
+        assert listener.close() == []  # idempotent
+    finally:
+        for c in clients:
+            c.close()
+
+
+@linux_only
+def test_newest_generation_takes_new_connections_and_its_workers_share_them():
+    old = bind_listener("127.0.0.1", 0, reuse_port=True, generation="old")
+    port = old.port
+    clients = []
+    try:
+        assert old.mode == "steering"
+        clients += _connect(port, 5)
+        assert _queued(old) == 5
+        new1 = bind_listener("127.0.0.1", port, reuse_port=True, generation="new")
+        new2 = bind_listener("127.0.0.1", port, reuse_port=True, generation="new")
+        clients += _connect(port, 200)
+        got = (_queued(old), _queued(new1), _queued(new2))
+        assert got[0] == 0 and got[1] + got[2] == 200
+        assert got[1] > 20 and got[2] > 20  # random pick: both workers get a share
+        assert old.close() == []  # nothing was queued on it
+        clients += _connect(port, 200)
+        after = (_queued(new1), _queued(new2))
+        assert sum(after) == 200 and min(after) > 20  # re-steered evenly over the remaining generation
+        # The newest generation leaving (a failed update) gives the port back to what remains.
+        new2.close()
+        clients += _connect(port, 20)
+        assert _queued(new1) == 20
+        new1.close()
+    finally:
+        for c in clients:
+            c.close()
+
+
+@linux_only
+def test_a_listener_the_state_does_not_know_turns_steering_off_safely():
+    old = bind_listener("127.0.0.1", 0, reuse_port=True, generation="old")
+    port = old.port
+    foreign = socket.socket()
+    foreign.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    foreign.bind(("127.0.0.1", port))
+    foreign.listen(256)  # not recorded: the group order is unknown from now on
+    foreign.setblocking(False)
+    clients = []
+    try:
+        new = bind_listener("127.0.0.1", port, reuse_port=True, generation="new")
+        clients += _connect(port, 90)
+        time.sleep(0.05)
+        counts = [len(accept_pending(s)) for s in (old.sock, foreign, new.sock)]
+        assert sum(counts) == 90 and all(c > 0 for c in counts)  # spread over all, like the kernel's hash
+        new.close()
+        old.close()
+    finally:
+        foreign.close()
+        for c in clients:
+            c.close()
+
+
+# ----------------------------------------------------------------- real servers
+def _start(bundle: Path, port: int, version: str, tmp: Path, *args: str) -> subprocess.Popen:
+    log = open(tmp / f"server-{version}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "mlops_server", "--bundle", str(bundle), "--name", "affine",
+                             "--model-version", version, "--port", str(port), "--reuse-port", *args],
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _version_on_new_connection(port: int) -> str:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/v2/models/affine", headers={"Connection": "close"})
+        return json.loads(conn.getresponse().read())["versions"][0]
+    finally:
+        conn.close()
+
+
+def _wait_listeners(port: int, count: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    from mlops_server.handover import listening_inodes
+
+    deadline = time.monotonic() + timeout
+    while len(listening_inodes(socket.AF_INET, "127.0.0.1", port) or ()) < count:
+        assert proc.poll() is None, f"server exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"{count} listeners never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@linux_only
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_new_server_on_the_port_answers_every_new_connection(tmp_path, affine_bundle, workers):
+    port = free_port()
+    old = _start(affine_bundle, port, "1", tmp_path)
+    new = None
+    try:
+        _wait_listeners(port, 1, old)
+        assert {_version_on_new_connection(port) for _ in range(10)} == {"1"}
+        new = _start(affine_bundle, port, "2", tmp_path, "--workers", workers)
+        _wait_listeners(port, 1 + int(workers), new)
+        assert {_version_on_new_connection(port) for _ in range(40)} == {"2"}
+        # The new one stops (a failed update is discarded): the old one gets the port back.
+        new.send_signal(signal.SIGTERM)
+        assert new.wait(30) == 0
+        assert {_version_on_new_connection(port) for _ in range(20)} == {"1"}
+    finally:
+        for proc in (old, new):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    assert old.returncode == 0
+
+
+@pytest.mark.slow
+def test_connections_queued_when_sigterm_arrives_are_answered(tmp_path, affine_bundle):
+    """Stop the server, queue requests in its accept backlog, then SIGTERM + SIGCONT: all are answered."""
+    port = free_port()
+    proc = _start(affine_bundle, port, "1", tmp_path)
+    clients = []
+    try:
+        import requests
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        body = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 5],
+                                       "data": [1.0, 2.0, 3.0, 4.0, 5.0]}]}).encode()
+        request = (f"POST /v2/models/affine/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        proc.send_signal(signal.SIGSTOP)
+        clients = _connect(port, 20)
+        for c in clients:
+            c.sendall(request)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+        for c in clients:
+            c.settimeout(30)
+            data = b""
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 200"), data[:200]
+            assert b"[3.0,5.0,7.0,9.0,11.0]" in data
+        assert proc.wait(30) == 0
+    finally:
+        for c in clients:
+            c.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

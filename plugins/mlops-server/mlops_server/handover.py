@@ -27,9 +27,9 @@ What this module does:
   closing one is replaced by the last one. The program is recomputed on every
   change; an index that the kernel no longer has falls back to its normal hash.
 * **Leaving** (:meth:`Listener.close`). Under the same lock the closing server
-  accepts every connection still queued on its listener (it answers them while
-  draining), closes the listener, and re-steers the group for the listeners that
-  remain (through a short-lived helper socket, since it has none left in the group).
+  attaches a program that never picks its own listener, before or after it leaves
+  (see :meth:`Listener._steer_away`), accepts every connection still queued on it
+  (it answers them while draining), and closes the listener.
 
 The state file is only a cache of what the kernel does: before trusting it, the
 recorded listeners are checked against ``/proc/net/tcp`` (or ``tcp6``). If they
@@ -303,12 +303,37 @@ class Listener:
             return self._drain_and_close(close_listener)
         try:
             with _group_state(self._path) as state:
+                self._steer_away(state)
                 pending = self._drain_and_close(close_listener)
                 self._leave(state)
             return pending
         except _Unavailable as exc:
             log.warning("leaving the listener group of %s:%s without its lock: %s", self.address, self.port, exc)
             return self._drain_and_close(close_listener)
+
+    def _steer_away(self, state: dict[str, Any]) -> None:
+        """Before closing: a program that never picks this listener, right before *and* after it leaves.
+
+        It picks the newest generation among the listeners that stay, by their index
+        now. When this listener closes, the kernel moves the last listener into its
+        slot, so that one's old index falls out of range (the kernel then hashes over
+        the listeners left) and every other index still names the same listener. The
+        program stays correct afterwards; with several workers per generation the
+        spread may be uneven until the group changes again.
+        """
+        socks = state["socks"]
+        if not (state["valid"] and state["steered"]) or self.inode not in {s["inode"] for s in socks}:
+            return
+        stay = [(i, s) for i, s in enumerate(socks) if s["inode"] != self.inode]
+        if not stay:
+            return
+        newest = max((s for _, s in stay), key=lambda s: s["seq"])["gen"]
+        picks = [i for i, s in stay if s["gen"] == newest]
+        try:
+            _attach(self.sock, steering_program(picks, len(socks)))
+        except OSError as exc:
+            log.warning("cannot steer new connections away from the closing listener on %s:%s: %s",
+                        self.address, self.port, exc)
 
     def _drain_and_close(self, close_listener: Any) -> list[socket.socket]:
         pending = accept_pending(self.sock) if self.sock.fileno() != -1 else []
@@ -332,22 +357,6 @@ class Listener:
                 state.update(socks=[], valid=False)
         else:
             state.update(socks=[], valid=False)
-        if not state["steered"]:
-            return
-        # Re-steer for the listeners that stay. We have no socket in the group any more: join it with a
-        # helper that listens for an instant as the group's *last* member (so its leaving moves nobody)
-        # and that the program never picks.
-        helper = socket.socket(self.family, socket.SOCK_STREAM)
-        try:
-            helper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            helper.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            helper.bind((self.address, self.port))
-            helper.listen(1)
-            self._apply(state, helper, len(actual))
-        except OSError as exc:
-            log.info("could not re-steer the listeners left on %s:%s: %s", self.address, self.port, exc)
-        finally:
-            helper.close()
 
 
 def bind_listener(host: str, port: int, *, reuse_port: bool, generation: str | None = None,

@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -296,9 +297,15 @@ def podman_service(registry: Registry, tmp_path_factory: pytest.TempPathFactory)
     need("podman", "podman")
     need("runc", "runc")
     pytest.importorskip("docker", reason="the container deployer needs the docker SDK (pip install docker)")
-    service = PodmanService(tmp_path_factory.mktemp("podman"), [registry.host])
-    yield service
-    service.stop()
+    # podman refuses a runroot path longer than 50 characters, and pytest's temporary
+    # folders under xdist are longer than that: use a short folder of our own.
+    root = Path(tempfile.mkdtemp(prefix="mlops-pm-", dir="/tmp"))
+    service = PodmanService(root, [registry.host])
+    try:
+        yield service
+    finally:
+        service.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

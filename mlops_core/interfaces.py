@@ -65,6 +65,9 @@ class BackendContext:
     #: The stack building this backend, when there is one: lets a monitor write to the
     #: stack's storage or read its registry (other components are built on first use).
     stack: "Stack | None" = attrs.field(default=None, eq=False, repr=False)
+    #: The stack file the settings came from, for backends that start processes which
+    #: must load the same stack (pass it as MLOPS_CONFIG); None without a stack file.
+    config_file: Path | None = None
 
     def resolve_path(self, value: "str | Path") -> Path:
         """A setting's path made absolute against ``base_dir`` (``~`` expanded)."""

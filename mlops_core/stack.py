@@ -36,7 +36,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from .errors import ConfigError
+from .errors import ConfigError, MlopsError, PluginError
 from .interfaces import (ArtifactStore, Backend, BackendContext, Deployer, ImageBuilder, ModelRegistry,
                          Monitor)
 from .plugins import PluginManager, get_plugin_manager
@@ -68,6 +68,8 @@ class StackConfig:
     source: str = "embedded defaults"
     #: Folder that relative paths in backend settings are resolved against.
     base_dir: Path = attrs.field(factory=Path.cwd)
+    #: The stack file these settings came from (None: embedded defaults and environment only).
+    config_file: Path | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -155,7 +157,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if not home.is_absolute():
         home = (Path.cwd() if env.get("MLOPS_HOME") else base) / home
     return StackConfig(home=home, components=components, monitors=tuple(monitors),
-                       source=str(path) if path else "embedded defaults", base_dir=base.resolve())
+                       source=str(path) if path else "embedded defaults", base_dir=base.resolve(),
+                       config_file=path.resolve() if path else None)
 
 
 class Stack:
@@ -166,6 +169,7 @@ class Stack:
         self.plugins = plugins or get_plugin_manager()
         self._built: dict[str, Any] = {}
         self._monitors: list[Monitor] | None = None
+        self._monitor_names: list[str] = []
         self._lock = threading.RLock()
 
     @classmethod
@@ -182,7 +186,7 @@ class Stack:
 
     def context(self, name: str) -> BackendContext:
         return BackendContext(home=self.config.home, hooks=self.plugins.hooks, name=name,
-                              base_dir=self.config.base_dir, stack=self)
+                              base_dir=self.config.base_dir, stack=self, config_file=self.config.config_file)
 
     def _build(self, component: str, cc: ComponentConfig) -> Any:
         self.config.home.mkdir(parents=True, exist_ok=True)
@@ -222,23 +226,40 @@ class Stack:
         """Configured monitors, built and registered as plugins so they receive events."""
         with self._lock:
             if self._monitors is None:
-                built = []
-                for i, mc in enumerate(self.config.monitors):
-                    monitor = self._build("monitor", mc)
-                    self.plugins.register(monitor, name=f"monitor:{mc.backend}:{i}")
-                    built.append(monitor)
-                self._monitors = built
+                built: list[tuple[str, Monitor]] = []
+                try:
+                    for i, mc in enumerate(self.config.monitors):
+                        name = f"monitor:{mc.backend}:{i}"
+                        try:
+                            monitor = self._build("monitor", mc)
+                        except MlopsError as exc:
+                            raise type(exc)(f"monitor #{i + 1} ({mc.backend!r}) cannot be built: {exc.message}",
+                                            hint=exc.hint) from exc
+                        if self.plugins.register(monitor, name=name) is None:
+                            monitor.close()
+                            failure = self.plugins.failures[-1]
+                            raise PluginError(f"monitor #{i + 1} ({mc.backend!r}) is not a valid plugin: {failure.error}",
+                                              hint="fix or report the monitor plugin, or remove it from the stack")
+                        built.append((name, monitor))
+                except BaseException:
+                    # All or nothing: no half-registered set of monitors keeps receiving events.
+                    for name, monitor in reversed(built):
+                        self.plugins.unregister(name)
+                        monitor.close()
+                    raise
+                self._monitor_names = [name for name, _ in built]
+                self._monitors = [monitor for _, monitor in built]
             return self._monitors
 
     def close(self) -> None:
         with self._lock:
             backends: list[Backend] = list(self._built.values()) + list(self._monitors or [])
-            for i, mc in enumerate(self.config.monitors if self._monitors else ()):
-                name = f"monitor:{mc.backend}:{i}"
+            for name in self._monitor_names:
                 if self.plugins.pm.has_plugin(name):
                     self.plugins.unregister(name)
             self._built.clear()
             self._monitors = None
+            self._monitor_names = []
         for backend in backends:
             backend.close()
 

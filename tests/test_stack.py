@@ -98,3 +98,45 @@ def test_relative_settings_follow_the_stack_file(tmp_path, monkeypatch):
     assert (tmp_path / "state" / "reg.db").exists()
     assert (tmp_path / "state" / "artifacts" / "k").read_bytes() == b"v"
     stack.close()
+
+
+def test_monitors_are_all_or_nothing(tmp_path):
+    """A monitor that cannot be built leaves no other monitor registered, and the error names it."""
+    from mlops_core import hookimpl
+    from mlops_core.interfaces import Monitor
+    from mlops_core.plugins import PluginManager
+
+    closed = []
+
+    class Good(Monitor):
+        @hookimpl
+        def mlops_alias_changed(self, change):
+            pass
+
+        def close(self):
+            closed.append("good")
+
+    class Provider:
+        @hookimpl
+        def mlops_register_backends(self, backends):
+            backends.add_monitor("good", lambda config, context: Good())
+            backends.add_monitor("bad", lambda config, context: (_ for _ in ()).throw(ConfigError("no endpoint")))
+
+    pm = PluginManager(autoload=False)
+    pm.register(Provider(), name="provider")
+    stack = Stack(load_config(env={"MLOPS_MONITORS": "good,bad"}), pm)
+    with pytest.raises(ConfigError, match=r"monitor #2 \('bad'\) cannot be built: no endpoint"):
+        stack.monitors
+    assert closed == ["good"]
+    assert not pm.hooks.has_listeners("mlops_alias_changed")
+    ok = Stack(load_config(env={"MLOPS_MONITORS": "good"}), pm)
+    assert len(ok.monitors) == 1 and pm.hooks.has_listeners("mlops_alias_changed")
+    ok.close()
+    assert not pm.hooks.has_listeners("mlops_alias_changed")
+
+
+def test_context_carries_the_stack_file(tmp_path):
+    (tmp_path / "mlops.toml").write_text('[storage]\nbackend = "fsspec"\n')
+    stack = Stack(load_config(env={}))
+    ctx = stack.context("x")
+    assert ctx.config_file == (tmp_path / "mlops.toml").resolve() and ctx.stack is stack

@@ -119,20 +119,6 @@ class _StartFailed(MlopsError):
     pass
 
 
-def _stack_file(context: BackendContext) -> Path | None:
-    """The stack file this deployer was configured from: $MLOPS_CONFIG, else the one found from its folder.
-
-    The context gives the stack file's folder (``base_dir``), not the file, so this repeats
-    the core's search from there; it finds the same file.
-    """
-    try:
-        from mlops_core.stack import find_config_file
-
-        return find_config_file(Path(context.base_dir))
-    except Exception:  # an unreadable MLOPS_CONFIG already failed the stack; nothing better to pass
-        return None
-
-
 class ProcessDeployer(Deployer):
     """Runs deployments as local server processes; state under ``<home>/deployments``."""
 
@@ -149,7 +135,7 @@ class ProcessDeployer(Deployer):
 
     @classmethod
     def from_config(cls, config: ProcessDeployerConfig, context: BackendContext) -> "ProcessDeployer":
-        return cls(config, home=context.home, backend_name=context.name, stack_file=_stack_file(context))
+        return cls(config, home=context.home, backend_name=context.name, stack_file=context.config_file)
 
     def check(self) -> str:
         if not Path("/proc/self/stat").exists():

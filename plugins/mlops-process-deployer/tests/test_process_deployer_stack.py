@@ -9,7 +9,6 @@ import pytest
 
 import mlops_core
 from mlops_core import api
-from mlops_core.interfaces import BackendContext
 from mlops_process_deployer.config import ProcessDeployerConfig
 from mlops_process_deployer.deployer import ProcessDeployer
 from process_deployer_support import DeployEnv, infer, wait_until
@@ -17,10 +16,13 @@ from process_deployer_support import DeployEnv, infer, wait_until
 
 def test_the_deployer_knows_its_stack_file_without_mlops_config(tmp_path, monkeypatch):
     monkeypatch.delenv("MLOPS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "mlops.toml").write_text('[deployer]\nbackend = "process"\n')
-    context = BackendContext(home=tmp_path / ".mlops", hooks=None, name="process", base_dir=tmp_path)
-    deployer = ProcessDeployer.from_config(ProcessDeployerConfig(), context)
-    assert deployer.stack_file == tmp_path / "mlops.toml"
+    from mlops_core.stack import Stack, load_config
+
+    stack = Stack(load_config())
+    deployer = ProcessDeployer.from_config(ProcessDeployerConfig(), stack.context("process"))
+    assert deployer.stack_file == (tmp_path / "mlops.toml").resolve()
     assert deployer.home == (tmp_path / ".mlops").absolute()
 
 

@@ -14,7 +14,7 @@ def mlops_predictions_served(event):
         f.write(json.dumps({"model": event.model, "version": event.version, "batch_size": event.batch_size,
                             "inputs": {k: v.tolist() for k, v in event.inputs.items()},
                             "outputs": {k: v.tolist() for k, v in event.outputs.items()},
-                            "latency_s": event.latency_s}) + "\n")
+                            "latency_s": event.latency_s, "error": event.error}) + "\n")
 
 
 @hookimpl

@@ -150,3 +150,20 @@ def test_mlops_predict_builds_one_tensor_per_column_for_dataframe_models(tmp_pat
     records.write_text(json.dumps([{"x": 1.0, "word": "abc"}, {"x": 2.0, "word": "z"}]))
     out = mlops("predict", main_server.url, "--model", "frame", "--input", str(records), "--json")
     assert json.loads(out.stdout)["outputs"][0]["data"] == [13.0, 21.0]
+
+
+def test_failed_predictions_reach_listeners_with_their_error(tmp_path, misc_bundles):
+    """Monitors count model errors: a prediction the model refuses fires an event carrying the error."""
+    events = tmp_path / "events.jsonl"
+    env = {"MLOPS_PLUGIN_MODULES": "mlops_server_testlistener", "MLOPS_SERVER_TEST_EVENTS": str(events),
+           "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    with run_server([misc_bundles["rejects"]], tmp=tmp_path, env=env) as server:
+        ok = server.infer("rejects", [{"name": "input-0", "datatype": "FP64", "shape": [1, 2], "data": [1, 2]}])
+        bad = server.infer("rejects", [{"name": "input-0", "datatype": "FP64", "shape": [1, 2], "data": [-1, 2]}])
+        assert ok.status_code == 200 and bad.status_code == 400
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (not events.exists() or len(events.read_text().splitlines()) < 2):
+            time.sleep(0.05)
+    lines = [json.loads(l) for l in events.read_text().splitlines()]
+    assert [l["error"] is None for l in lines] == [True, False]
+    assert "negative values are not allowed" in lines[1]["error"] and lines[1]["outputs"] == {}

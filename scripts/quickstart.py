@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
+import time
 import time
 import urllib.request
 from pathlib import Path
@@ -57,11 +59,42 @@ def choose_base_image() -> None:
         print(f"   cannot make a local base: {exc}")
 
 
+STACK_FILE = """\
+# The embedded defaults for storage, registry, builder and deployer, plus three monitors.
+[[monitors]]
+backend = "prometheus"
+
+[[monitors]]
+backend = "drift"
+
+[[monitors]]
+backend = "log"
+sample_rate = 1.0
+"""
+
+
+def enable_monitors() -> bool:
+    """Prometheus metrics, drift and prediction logs, when the mlops-monitors plugin is installed."""
+    try:
+        import mlops_monitors  # noqa: F401
+    except ImportError:
+        return False
+    step("configure the stack: monitors on top of the embedded defaults", "cat mlops.toml")
+    (WORKDIR / "mlops.toml").write_text(STACK_FILE)
+    print("   " + STACK_FILE.replace("\n", "\n   "))
+    return True
+
+
+MONITORS = False
+
+
 def main() -> int:
+    global MONITORS
     choose_base_image()
     shutil.rmtree(WORKDIR, ignore_errors=True)
     WORKDIR.mkdir(parents=True)
     os.chdir(WORKDIR)
+    MONITORS = enable_monitors()
     os.environ["MLOPS_HOME"] = str(WORKDIR / ".mlops")
     import mlops_core as mlops
     from mlops_core.errors import BackendNotFoundError, BackendUnavailableError
@@ -70,8 +103,9 @@ def main() -> int:
     X, y = load_iris(return_X_y=True)
     model = LogisticRegression(max_iter=500).fit(X, y)
 
-    step("save it as a bundle", "mlops_core.save(model, 'iris-bundle', example=X[:5])")
-    bundle = mlops.save(model, "iris-bundle", example=X[:5])
+    step("save it as a bundle (the example rows become the drift reference)",
+         "mlops_core.save(model, 'iris-bundle', example=X)")
+    bundle = mlops.save(model, "iris-bundle", example=X)
     print(f"   format={bundle.manifest['format']} digest={bundle.digest[:23]}... "
           f"requirements={[r['name'] for r in bundle.manifest['requirements']]}")
 
@@ -101,13 +135,21 @@ def main() -> int:
         body = {"id": "q1", "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [3, 4], "data": X[[0, 60, 120]].tolist()}]}
         answer = post_json(f"{dep.url}/v2/models/iris/infer", body)
         print(f"   {answer['outputs'][0]['data']} (expected {model.predict(X[[0, 60, 120]]).tolist()})")
-        for _ in range(50):
-            post_json(f"{dep.url}/v2/models/iris/infer", body)
+        step("send traffic whose petal length drifted (+2 cm)", "a loop of V2 requests")
+        rng = np.random.default_rng(0)
+        for _ in range(40):
+            rows = X[rng.integers(0, len(X), 20)].copy()
+            rows[:, 2] += 2.0
+            post_json(f"{dep.url}/v2/models/iris/infer",
+                      {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [20, 4], "data": rows.tolist()}]})
+        time.sleep(2.5)  # the drift monitor scores its window about once a second
 
         step("metrics", f"curl {dep.url}/metrics")
         with urllib.request.urlopen(f"{dep.url}/metrics", timeout=10) as resp:
-            lines = [l for l in resp.read().decode().splitlines() if l.startswith("mlops_") and "iris" in l]
-        print("   " + "\n   ".join(lines[:6]) if lines else "   (no monitor configured)")
+            lines = [l for l in resp.read().decode().splitlines()
+                     if l.startswith(("mlops_requests_total", "mlops_predictions_total", "mlops_drift_detected"))
+                     and 'model="iris"' in l]
+        print("   " + "\n   ".join(lines[:12]) if lines else "   (no monitor configured)")
 
         step("register version 2 and promote it to production",
              "mlops models save ... --name iris && mlops models alias iris production 2 && mlops deploy models:/iris@production --name iris")
@@ -123,6 +165,13 @@ def main() -> int:
         step("tear down", "mlops deployments delete iris")
         mlops.undeploy("iris")
         print("   deleted")
+    if MONITORS:
+        mlops_cli = str(Path(sys.executable).with_name("mlops"))
+        step("drift status", "mlops monitor status iris")
+        subprocess.run([mlops_cli, "monitor", "status", "iris"], check=True)
+        step("drift report of the logged predictions", "mlops monitor report models:/iris/1 -o drift-report.html")
+        subprocess.run([mlops_cli, "monitor", "report", "models:/iris/1", "-o", str(WORKDIR / "drift-report.html")],
+                       check=True)
     print("\nquickstart finished: every step ran for real on the embedded stack in", WORKDIR)
     return 0
 

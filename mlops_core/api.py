@@ -11,6 +11,7 @@ stack file or the embedded defaults) unless you pass ``stack=``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import threading
@@ -41,7 +42,16 @@ def get_stack() -> Stack:
     with _STACK_LOCK:
         if _STACK is None:
             _STACK = Stack()
+            atexit.register(_close_at_exit, _STACK)
         return _STACK
+
+
+def _close_at_exit(stack: Stack) -> None:
+    """Monitors flush their buffers (logs, profiles) before the process ends."""
+    try:
+        stack.close()
+    except Exception:  # nothing useful to do at exit; never hide the real exit status
+        pass
 
 
 def set_stack(stack: Stack | None) -> None:
@@ -75,11 +85,13 @@ def save(model: Any, path: str | os.PathLike[str] | None = None, *, example: Any
          signature: Any = None, format: str | None = None, metadata: Mapping[str, Any] | None = None,
          overwrite: bool = False, stack: Stack | None = None) -> BundleInfo:
     """Save ``model`` as a bundle (default location: ``<home>/bundles/<time>-<id>``)."""
+    s = _stack(stack)
     if path is None:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-        path = _stack(stack).home / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
+        path = s.home / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
+    s.events  # the stack's monitors hear bundle_saved too
     return save_bundle(model, path, example=example, signature=signature, format=format,
-                       metadata=metadata, overwrite=overwrite, plugins=_stack(stack).plugins)
+                       metadata=metadata, overwrite=overwrite, plugins=s.plugins)
 
 
 def register(name: str, source: Any, *, alias: str | None = None, description: str = "",
@@ -107,7 +119,7 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
 
     artifact = push_bundle(s.storage, bundle_path)
     version = s.registry.create_version(name, artifact, description=description, tags=tags, lineage=lineage)
-    s.hooks.version_registered(version)
+    s.events.version_registered(version)
     if alias is not None:
         set_alias(name, alias, version.version, stack=s)
         version = s.registry.get_version(name, version.version)
@@ -167,14 +179,14 @@ def _check_page_size(page_size: int) -> None:
 def set_alias(name: str, alias: str, version: int, *, stack: Stack | None = None) -> AliasChange:
     s = _stack(stack)
     change = s.registry.set_alias(validate_model_name(name), validate_alias(alias), int(version))
-    s.hooks.alias_changed(change)
+    s.events.alias_changed(change)
     return change
 
 
 def delete_alias(name: str, alias: str, *, stack: Stack | None = None) -> AliasChange:
     s = _stack(stack)
     change = s.registry.delete_alias(validate_model_name(name), validate_alias(alias))
-    s.hooks.alias_changed(change)
+    s.events.alias_changed(change)
     return change
 
 
@@ -191,7 +203,7 @@ def set_description(name: str, description: str, *, version: int | None = None, 
 def delete_version(name: str, version: int, *, stack: Stack | None = None) -> None:
     s = _stack(stack)
     s.registry.delete_version(validate_model_name(name), int(version))
-    s.hooks.version_deleted(name, int(version))
+    s.events.version_deleted(name, int(version))
 
 
 def delete_model(name: str, *, stack: Stack | None = None) -> None:
@@ -199,7 +211,7 @@ def delete_model(name: str, *, stack: Stack | None = None) -> None:
     versions = [v.version for v in _all_versions(s, name)]
     s.registry.delete_model(validate_model_name(name))
     for number in versions:
-        s.hooks.version_deleted(name, number)
+        s.events.version_deleted(name, number)
 
 
 def _all_versions(s: Stack, name: str) -> list[ModelVersion]:
@@ -219,7 +231,7 @@ def build(uri: str | ModelURI, *, push: bool = False, stack: Stack | None = None
     s = _stack(stack)
     version, path = resolve_bundle(uri, stack=s)
     image = s.builder.build(version, path, push=push)
-    s.hooks.image_built(version, image)
+    s.events.image_built(version, image)
     return image
 
 
@@ -238,7 +250,7 @@ def _deploy(s: Stack, uri: str | ModelURI, name: str | None, wait: float,
     spec = DeploymentSpec(name=name, model=version.model, version=version.version, bundle_path=str(path),
                           image=image, options=dict(options or {}))
     deployment = s.deployer.deploy(spec, wait=wait)
-    s.hooks.deployment_changed(deployment, action or ("updated" if existed else "deployed"))
+    s.events.deployment_changed(deployment, action or ("updated" if existed else "deployed"))
     return deployment
 
 
@@ -265,7 +277,7 @@ def undeploy(name: str, *, stack: Stack | None = None) -> None:
     s = _stack(stack)
     current = s.deployer.get(validate_model_name(name))
     s.deployer.delete(name)
-    s.hooks.deployment_changed(current, "deleted")
+    s.events.deployment_changed(current, "deleted")
 
 
 def deployments(*, stack: Stack | None = None) -> list[Deployment]:

@@ -222,6 +222,16 @@ class Stack:
         return self.component("deployer")
 
     @property
+    def events(self) -> Any:
+        """The hook facade, once the stack's monitors are registered, so they hear what happens next.
+
+        Workflows fire lifecycle events through this (registered, alias changed, deployed...);
+        reading ``hooks`` instead would skip monitors configured for this stack.
+        """
+        self.monitors
+        return self.plugins.hooks
+
+    @property
     def monitors(self) -> list[Monitor]:
         """Configured monitors, built and registered as plugins so they receive events."""
         with self._lock:

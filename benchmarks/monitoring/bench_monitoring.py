@@ -10,7 +10,7 @@ One small scikit-learn model (LogisticRegression, 4 features) is served by
   (log samples 10 % of calls), plus the drift profile of the version;
 * ``all, log 100%``: the same with every call logged (replay fidelity).
 
-The monitored servers load the stack's monitors through ``mlops_monitors.stack_bridge``.
+The monitored servers build the stack's monitors themselves (MLOPS_CONFIG).
 ``wrk`` (Debian package ``wrk``) drives each in turn with keep-alive connections
 at fixed concurrency; rounds are interleaved (none, all, all-100 %, none, ...)
 so drift in machine load hits every configuration alike. Medians over rounds.
@@ -91,7 +91,6 @@ class Server:
             (folder / "mlops.toml").write_text(f'home = "{folder / "home"}"\n[storage]\nbackend = "fsspec"\n'
                                                f'url = "{folder / "store"}"\n' + stack)
             env["MLOPS_CONFIG"] = str(folder / "mlops.toml")
-            env["MLOPS_PLUGIN_MODULES"] = "mlops_monitors.stack_bridge"
             subprocess.run([PYTHON, "-m", "mlops_core.cli", "monitor", "profile", "models:/bench/1",
                             "--data", str(train)], env=env, check=True, capture_output=True)
         else:

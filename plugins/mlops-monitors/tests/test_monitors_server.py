@@ -1,8 +1,7 @@
 """End to end: a real `python -m mlops_server` with all monitors, a real Prometheus scraping it, the CLI after.
 
-The server process loads the stack's monitors through ``mlops_monitors.stack_bridge``
-(the server does not register stack monitors itself yet) and a plugin that
-raises on every prediction event.
+The server process builds the stack's monitors itself (from MLOPS_CONFIG) and
+loads a plugin that raises on every prediction event.
 """
 
 from __future__ import annotations
@@ -70,7 +69,7 @@ def served(tmp_path):
         '[[monitors]]\nbackend = "drift"\nwindow_rows = 2000\nsubwindows = 4\nmin_rows = 500\npersist_interval_s = 1.0\n'
         '[[monitors]]\nbackend = "log"\nsample_rate = 1.0\nmax_rows = 1000\nflush_interval_s = 1.0\n')
     env = {**os.environ, "MLOPS_CONFIG": str(stack_file),
-           "MLOPS_PLUGIN_MODULES": "mlops_monitors.stack_bridge,monitors_boom_plugin",
+           "MLOPS_PLUGIN_MODULES": "monitors_boom_plugin",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     # the reference profile, captured from the training data with the CLI
     done = _mlops(env, "monitor", "profile", "models:/iris/1", "--data", str(tmp_path / "train.npy"))

@@ -42,7 +42,8 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    """Print rows as an aligned text table (``(none)`` when empty); plugins' commands use it too."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
@@ -80,7 +81,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                           "stage": f.stage, "error": f.error} for f in failures],
         })
     else:
-        _table([(p.name, p.distribution or "-", p.version or "-", ", ".join(p.backends) or "-",
+        print_table([(p.name, p.distribution or "-", p.version or "-", ", ".join(p.backends) or "-",
                  ", ".join(h.removeprefix("mlops_") for h in p.hooks)) for p in infos],
                ["plugin", "distribution", "version", "backends", "hooks"])
         for f in failures:
@@ -99,7 +100,7 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
         monitors = described.pop("monitors")
         rows = [(c, d.pop("backend"), ", ".join(f"{k}={v}" for k, v in d.items()) or "-") for c, d in described.items()]
         rows += [("monitor", m.pop("backend"), ", ".join(f"{k}={v}" for k, v in m.items()) or "-") for m in monitors]
-        _table(rows, ["component", "backend", "settings"])
+        print_table(rows, ["component", "backend", "settings"])
     return 0
 
 
@@ -210,7 +211,7 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"models": page.items, "next_token": page.next_token})
     else:
-        _table([(m.name, m.latest_version, ", ".join(f"{a}->{v}" for a, v in sorted(m.aliases.items())),
+        print_table([(m.name, m.latest_version, ", ".join(f"{a}->{v}" for a, v in sorted(m.aliases.items())),
                  m.description[:40]) for m in page.items], ["name", "latest", "aliases", "description"])
         if page.next_token:
             print(f"more: --page-token {page.next_token}")
@@ -229,7 +230,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
                                ("artifact", str(version.artifact)), ("created", version.created_at.isoformat()),
                                ("description", version.description or "-"),
                                ("tags", ", ".join(f"{k}={v}" for k, v in version.tags.items()) or "-"),
-                               ("lineage", ", ".join(f"{k}={v}" for k, v in vars_of(version.lineage).items() if v is not None) or "-")):
+                               ("lineage", ", ".join(f"{k}={v}" for k, v in _fields(version.lineage).items() if v is not None) or "-")):
                 print(f"{key:12} {value}")
         return 0
     name = args.target.removeprefix("models:/")
@@ -245,7 +246,7 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def vars_of(obj: Any) -> dict[str, Any]:
+def _fields(obj: Any) -> dict[str, Any]:
     import attrs
 
     return attrs.asdict(obj)
@@ -258,7 +259,7 @@ def cmd_models_versions(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({"versions": page.items, "next_token": page.next_token})
     else:
-        _table([(v.model, v.version, ", ".join(v.aliases), v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+        print_table([(v.model, v.version, ", ".join(v.aliases), v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
                  v.artifact.digest[:19]) for v in page.items], ["model", "version", "aliases", "created (UTC)", "artifact"])
         if page.next_token:
             print(f"more: --page-token {page.next_token}")
@@ -327,7 +328,7 @@ def _print_deployment(d: Any, as_json: bool) -> None:
     if as_json:
         _print_json(d)
     else:
-        _table([(d.name, f"{d.model}/{d.version}", d.state, d.url or "-", d.previous_version or "-", d.backend)],
+        print_table([(d.name, f"{d.model}/{d.version}", d.state, d.url or "-", d.previous_version or "-", d.backend)],
                ["name", "version", "state", "url", "previous", "backend"])
 
 
@@ -346,7 +347,7 @@ def cmd_deployments_list(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(items)
     else:
-        _table([(d.name, f"{d.model}/{d.version}", d.state, d.url or "-", d.previous_version or "-", d.backend)
+        print_table([(d.name, f"{d.model}/{d.version}", d.state, d.url or "-", d.previous_version or "-", d.backend)
                 for d in items], ["name", "version", "state", "url", "previous", "backend"])
     return 0
 

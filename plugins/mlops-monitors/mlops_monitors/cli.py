@@ -9,6 +9,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from mlops_core.cli import print_table
 from mlops_core.entities import ModelURI
 from mlops_core.errors import InvalidInputError, NotFoundError
 
@@ -36,23 +37,12 @@ def _resolve(uri: str) -> tuple[str, int]:
     return version.model, version.version
 
 
-def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
-    if not rows:
-        print("(none)")
-
-
 def _g(x: Any) -> str:
     return "" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def _print_report(report: DriftReport) -> None:
-    _table([(f.name, f.kind, f.method, _g(f.score), _g(f.threshold), "DRIFT" if f.drifted else "ok",
+    print_table([(f.name, f.kind, f.method, _g(f.score), _g(f.threshold), "DRIFT" if f.drifted else "ok",
              _g(f.scores.get("psi")), _g(f.scores.get("ks")), _g(f.scores.get("js")), f.rows)
             for f in sorted(report.features, key=lambda f: (not f.drifted, f.name))],
            ["feature", "kind", "method", "score", "threshold", "status", "psi", "ks", "js", "rows"])
@@ -72,7 +62,7 @@ def profile_command(args: Any) -> int:
         print(json.dumps({"key": key, "model": model, "version": version, "rows": profile.rows,
                           "features": sorted(profile.features)}))
         return 0
-    _table([(f.name, f.kind, f.count, f.missing, _g(f.mean), _g(f.std), _g(f.min), _g(f.max), f.n_bins)
+    print_table([(f.name, f.kind, f.count, f.missing, _g(f.mean), _g(f.std), _g(f.min), _g(f.max), f.n_bins)
             for f in profile.features.values()],
            ["feature", "kind", "rows", "missing", "mean", "std", "min", "max", "bins"])
     print(f"\nstored the reference profile of models:/{model}/{version} at {key}")
@@ -161,7 +151,7 @@ def status_command(args: Any) -> int:
     if args.json:
         print(json.dumps(rows))
         return 0
-    _table([(r["model"], r["version"], r["features"], r["reference_rows"], r["window_rows"] or "-",
+    print_table([(r["model"], r["version"], r["features"], r["reference_rows"], r["window_rows"] or "-",
              ("DRIFT: " + ", ".join(r["drifted"])) if r["drifted"] else ("ok" if r["drifted"] is not None else "-"),
              _g(r["max_psi"]), (r["scored_at"] or "-")[:19]) for r in rows],
            ["model", "version", "features", "ref rows", "window rows", "drift", "max psi", "scored at"])

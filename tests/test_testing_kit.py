@@ -153,7 +153,7 @@ def test_registry_that_reuses_version_numbers_fails(pytester: pytest.Pytester) -
 
         class TestReuse(RegistrySuite):
             counter_survives_model_delete = False  # only the version-delete bug is under test
-            state_machine_settings = {"phases": NO_SHRINK}
+            state_machine_settings = {"phases": NO_SHRINK, "max_examples": 200, "derandomize": True}
 
             @pytest.fixture
             def backend(self):
@@ -233,7 +233,7 @@ def test_storage_returning_stale_data_fails(pytester: pytest.Pytester) -> None:
                 return io.BytesIO(self.cache[key])
 
         class TestStale(StorageSuite):
-            state_machine_settings = {"phases": NO_SHRINK}
+            state_machine_settings = {"phases": NO_SHRINK, "max_examples": 200, "derandomize": True}
             @pytest.fixture
             def backend(self):
                 return CachingStore()

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .bundle import BundleInfo, load_bundle, save_bundle, verify_bundle
+from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle
 from .entities import (AliasChange, Deployment, DeploymentSpec, ImageRef, Lineage, ModelURI, ModelVersion, Page,
                        RegisteredModel, utcnow, validate_alias, validate_model_name, validate_tag_key)
 from .errors import InvalidInputError, NotFoundError
@@ -114,7 +114,7 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
         bundle_path = Path(source)
     else:
         bundle_path = save(source, example=example, stack=s).path
-    verify_bundle(bundle_path)
+    read_manifest(bundle_path)  # a clear error for a folder that is no bundle; push_bundle verifies every byte
     from .artifacts import push_bundle
 
     artifact = push_bundle(s.storage, bundle_path)

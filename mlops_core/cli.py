@@ -180,7 +180,10 @@ def _read_example(path: str | None) -> Any:
     if p.suffix == ".npy":
         return np.load(p, allow_pickle=False)
     if p.suffix == ".csv":
-        return np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1 if not p.read_text()[:1].lstrip("-").replace(".", "").isdigit() else 0)
+        try:
+            return np.loadtxt(p, delimiter=",", ndmin=2)
+        except ValueError:  # a header row
+            return np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)
     raise InvalidInputError(f"unsupported example file {p.name}", hint="use .npy, .csv or .json")
 
 
@@ -520,12 +523,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 def _add_plugin_commands(sub: Any) -> None:
     from .plugins import get_plugin_manager
 
-    pm = get_plugin_manager()
-    for impl in pm.pm.hook.mlops_add_cli_commands.get_hookimpls():
-        try:
-            impl.function(subparsers=sub)
-        except Exception as exc:
-            pm._fail(impl.plugin_name, "mlops_add_cli_commands", exc, *pm._origins.get(impl.plugin_name, (None, None)))
+    get_plugin_manager().call_each("mlops_add_cli_commands", subparsers=sub)
 
 
 def _run(args: argparse.Namespace) -> int:

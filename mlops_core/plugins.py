@@ -409,15 +409,26 @@ class PluginManager:
         self._origins[name] = (distribution, version)
         self.hooks.generation += 1
         registrar = BackendRegistrar(self.catalog, name, distribution, version)
-        for impl in self.pm.hook.mlops_register_backends.get_hookimpls():
-            if impl.plugin_name != name:
+        if self.call_each("mlops_register_backends", only=name, backends=registrar):
+            self.catalog.remove_plugin(name)
+        return name
+
+    def call_each(self, hook_name: str, *, only: str | None = None, **kwargs: Any) -> list[str]:
+        """Call a provider hook on each plugin separately (or only on plugin ``only``).
+
+        A plugin whose implementation raises is recorded in ``failures`` under the
+        hook's name; the others still run. Returns the names of the plugins that failed.
+        """
+        failed = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            if only is not None and impl.plugin_name != only:
                 continue
             try:
-                impl.function(backends=registrar)
+                impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception as exc:
-                self.catalog.remove_plugin(name)
-                self._fail(name, "mlops_register_backends", exc, distribution, version)
-        return name
+                failed.append(impl.plugin_name)
+                self._fail(impl.plugin_name, hook_name, exc, *self._origins.get(impl.plugin_name, (None, None)))
+        return failed
 
     def _check_hook_names(self, plugin: Any) -> None:
         for attr in dir(plugin):

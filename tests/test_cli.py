@@ -92,3 +92,13 @@ def test_version_and_help(run_cli):
     help_text = run_cli("--help").stdout
     for command in ("plugins", "doctor", "models", "deploy", "deployments"):
         assert command in help_text
+
+
+def test_csv_examples_with_or_without_a_header(run_cli, project):
+    (project / "with_header.csv").write_text("a,b,c\n1,2,3\n4,5,6\n")
+    (project / "no_header.csv").write_text("1,2,3\n4,5,6\n")
+    for name in ("with_header.csv", "no_header.csv"):
+        r = run_cli("models", "save", "train:make", "--name", "affine", "--example", name, "--json")
+        assert r.returncode == 0, r.stderr
+    shown = json.loads(run_cli("models", "versions", "affine", "--json").stdout)["versions"]
+    assert len(shown) == 2

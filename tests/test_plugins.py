@@ -321,3 +321,15 @@ def test_generation_changes_when_plugins_come_and_go():
     assert pm.hooks.generation == before + 1 and pm.hooks.has_listeners("mlops_predictions_served")
     pm.unregister("l")
     assert pm.hooks.generation == before + 2 and not pm.hooks.has_listeners("mlops_predictions_served")
+
+
+def test_a_plugin_whose_cli_hook_raises_is_reported_and_other_commands_work(run_cli, tmp_path):
+    (tmp_path / "badcli.py").write_text(
+        "from mlops_core import hookimpl\n\n@hookimpl\ndef mlops_add_cli_commands(subparsers):\n"
+        "    raise RuntimeError('cannot add my command')\n")
+    env = {"MLOPS_PLUGIN_MODULES": "badcli", "PYTHONPATH": str(tmp_path)}
+    result = run_cli("plugins", "--json", env=env)
+    failures = {f["name"]: f for f in json.loads(result.stdout)["failures"]}
+    assert failures["badcli"]["stage"] == "mlops_add_cli_commands"
+    assert "cannot add my command" in failures["badcli"]["error"]
+    assert run_cli("models", "list", env=env).returncode == 0

@@ -24,7 +24,7 @@ venv: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-quickstart: venv
+quickstart: venv system-deps
 	$(PY) scripts/quickstart.py
 
 test: venv system-deps

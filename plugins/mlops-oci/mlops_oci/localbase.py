@@ -16,6 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from mlops_core.bundle import sha256_file
 from mlops_core.errors import BackendUnavailableError
 
 from .layers import CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, BlobStore, canonical_json
@@ -65,9 +66,9 @@ def debootstrap_base_layout(cache: Path | None = None) -> Path:
     subprocess.run(["sh", "-c", f"tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 --format=posix "
                     f"--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime "
                     f"-C {rootfs} -cf - . | tee {work}/layer.tar | gzip -n > {layer_tar}"], check=True)
-    diff_id = "sha256:" + _sha256(work / "layer.tar")
+    diff_id = "sha256:" + sha256_file(work / "layer.tar")[0]
     store = BlobStore(work / "layout" / "blobs")
-    layer_digest = "sha256:" + _sha256(layer_tar)
+    layer_digest = "sha256:" + sha256_file(layer_tar)[0]
     os.replace(layer_tar, store.path(layer_digest))
     config = canonical_json({
         "architecture": "amd64", "os": "linux", "created": "1970-01-01T00:00:00Z",
@@ -93,14 +94,6 @@ def debootstrap_base_layout(cache: Path | None = None) -> Path:
     os.replace(layout, dest)
     subprocess.run(["rm", "-rf", str(work)], check=True)
     return dest
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def base_reference(cache: Path | None = None) -> str:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import attrs
 
+from mlops_core.bundle import sha256_file
 from mlops_core.errors import InvalidInputError, MlopsError
 
 from .layers import FileTree, canonical_json
@@ -204,14 +205,6 @@ class WheelSet:
     hashes: tuple[str, ...] = ()
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def resolve_wheels(
     requirements: Sequence[Requirement],
     target: TargetPlatform,
@@ -274,7 +267,7 @@ def resolve_wheels(
             dest = wheel_dir / name
             if not dest.is_file():
                 shutil.move(str(src), dest)
-            entries.append({"file": name, "size": dest.stat().st_size, "sha256": _sha256(dest)})
+            entries.append({"file": name, "size": dest.stat().st_size, "sha256": sha256_file(dest)[0]})
     tmp_lock = lock_path.with_suffix(".tmp")
     tmp_lock.write_text(json.dumps({"requirements": [str(r) for r in requirements], "wheels": entries}, indent=1))
     os.replace(tmp_lock, lock_path)

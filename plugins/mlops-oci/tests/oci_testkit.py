@@ -49,7 +49,6 @@ def write_multiarch_layout(dest: Path, tag: str) -> None:
 
 # ------------------------------------------------------------ debootstrap base
 from mlops_oci.localbase import DEBOOTSTRAP_INPUTS  # noqa: E402,F401  (re-exported for the tests)
-from mlops_oci.localbase import _sha256  # noqa: E402
 
 
 def debootstrap_base_layout() -> Path:

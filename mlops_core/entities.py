@@ -7,7 +7,10 @@ here, at the boundary, so every backend sees the same rules.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as _dt
+import json
 import re
 from typing import Any, Generic, Mapping, TypeVar
 
@@ -32,6 +35,11 @@ __all__ = [
     "validate_model_name",
     "validate_alias",
     "validate_tag_key",
+    "validate_text",
+    "validate_tags",
+    "validate_page_size",
+    "encode_page_token",
+    "decode_page_token",
     "utcnow",
     "to_json",
 ]
@@ -75,6 +83,44 @@ def validate_tag_key(key: str) -> str:
             f"invalid tag key {key!r}", hint="use 1-250 letters, digits or any of '_.-/:'"
         )
     return key
+
+
+def validate_text(value: Any, what: str) -> str:
+    """A free-text field (description, tag value...) must be a string."""
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def validate_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
+    """Tags as registries accept them: valid keys, string values; None means no tags."""
+    if tags is None:
+        return {}
+    if not isinstance(tags, Mapping):
+        raise InvalidInputError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
+    return {validate_tag_key(k): validate_text(v, f"tag value of {k!r}") for k, v in tags.items()}
+
+
+def validate_page_size(page_size: Any) -> int:
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+        raise InvalidInputError(f"invalid page_size {page_size!r}", hint="page_size is an integer from 1")
+    return page_size
+
+
+def encode_page_token(kind: str, position: list[Any]) -> str:
+    """An opaque, URL- and shell-safe page token for keyset paging: the listing's kind and last key."""
+    return base64.urlsafe_b64encode(json.dumps([kind, position]).encode()).decode()
+
+
+def decode_page_token(token: Any, kind: str) -> list[Any]:
+    """The position a token from :func:`encode_page_token` carries; InvalidInputError if it is not one of ``kind``."""
+    try:
+        token_kind, position = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (AttributeError, binascii.Error, ValueError, TypeError):
+        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged") from None
+    if token_kind != kind or not isinstance(position, list):
+        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged")
+    return position
 
 
 def _check_model_name(_inst: Any, _attr: Any, value: str) -> None:

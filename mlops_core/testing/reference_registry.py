@@ -27,9 +27,6 @@ item that existed before the first page.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import threading
 from typing import Any, Mapping
 
@@ -43,9 +40,14 @@ from ..entities import (
     Page,
     RegisteredModel,
     utcnow,
+    decode_page_token,
+    encode_page_token,
     validate_alias,
     validate_model_name,
+    validate_page_size,
     validate_tag_key,
+    validate_tags,
+    validate_text,
 )
 from ..errors import InvalidInputError, NotFoundError
 from ..interfaces import ModelRegistry
@@ -77,39 +79,6 @@ def _version_number(version: Any) -> int:
         raise InvalidInputError(f"invalid version {version!r}", hint="versions are integers from 1")
     return version
 
-
-def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _tags(tags: Mapping[str, str] | None) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise InvalidInputError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
-    return {validate_tag_key(k): _text(v, f"tag value of {k!r}") for k, v in tags.items()}
-
-
-def _page_size(page_size: Any) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        raise InvalidInputError(f"invalid page_size {page_size!r}", hint="page_size is an integer from 1")
-    return page_size
-
-
-def _encode(kind: str, position: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([kind, position]).encode()).decode()
-
-
-def _decode(token: Any, kind: str) -> list[Any]:
-    try:
-        token_kind, position = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (AttributeError, binascii.Error, ValueError, TypeError):
-        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged") from None
-    if token_kind != kind or not isinstance(position, list):
-        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged")
-    return position
 
 
 class InMemoryRegistry(ModelRegistry):
@@ -154,8 +123,8 @@ class InMemoryRegistry(ModelRegistry):
         validate_model_name(model)
         if not isinstance(artifact, ArtifactRef):
             raise InvalidInputError(f"artifact must be an ArtifactRef, not {artifact!r}")
-        _text(description, "description")
-        tags = _tags(tags)
+        validate_text(description, "description")
+        tags = validate_tags(tags)
         lineage = lineage if lineage is not None else Lineage()
         if not isinstance(lineage, Lineage):
             raise InvalidInputError(f"lineage must be a Lineage, not {lineage!r}")
@@ -176,9 +145,9 @@ class InMemoryRegistry(ModelRegistry):
 
     def search_versions(self, model: str | None = None, *, tags: Mapping[str, str] | None = None,
                         page_size: int = 100, page_token: str | None = None) -> Page[ModelVersion]:
-        tags = _tags(tags)
-        _page_size(page_size)
-        after = _decode(page_token, "versions") if page_token is not None else None
+        tags = validate_tags(tags)
+        validate_page_size(page_size)
+        after = decode_page_token(page_token, "versions") if page_token is not None else None
         with self._lock:
             if model is not None:
                 self._model(model)
@@ -192,7 +161,7 @@ class InMemoryRegistry(ModelRegistry):
             if after is not None:
                 keys = [(n, v) for n, v in keys if n > after[0] or (n == after[0] and v < after[1])]
             page = keys[:page_size]
-            token = _encode("versions", list(page[-1])) if len(keys) > page_size else None
+            token = encode_page_token("versions", list(page[-1])) if len(keys) > page_size else None
             return Page(items=[self._entity(n, v) for n, v in page], next_token=token)
 
     def delete_version(self, model: str, version: int) -> None:
@@ -216,10 +185,10 @@ class InMemoryRegistry(ModelRegistry):
     def search_models(self, *, name_contains: str | None = None, tags: Mapping[str, str] | None = None,
                       page_size: int = 100, page_token: str | None = None) -> Page[RegisteredModel]:
         if name_contains is not None:
-            _text(name_contains, "name_contains")
-        tags = _tags(tags)
-        _page_size(page_size)
-        after = _decode(page_token, "models") if page_token is not None else None
+            validate_text(name_contains, "name_contains")
+        tags = validate_tags(tags)
+        validate_page_size(page_size)
+        after = decode_page_token(page_token, "models") if page_token is not None else None
         with self._lock:
             names = [
                 name for name in sorted(self._models)
@@ -228,7 +197,7 @@ class InMemoryRegistry(ModelRegistry):
                 and (after is None or name > after[0])
             ]
             page = names[:page_size]
-            token = _encode("models", [page[-1]]) if len(names) > page_size else None
+            token = encode_page_token("models", [page[-1]]) if len(names) > page_size else None
             return Page(items=[self.get_model(n) for n in page], next_token=token)
 
     def delete_model(self, model: str) -> None:
@@ -269,7 +238,7 @@ class InMemoryRegistry(ModelRegistry):
     def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
         validate_tag_key(key)
         if value is not None:
-            _text(value, f"value of tag {key!r}")
+            validate_text(value, f"value of tag {key!r}")
         if version is not None:
             _version_number(version)
         with self._lock:
@@ -282,7 +251,7 @@ class InMemoryRegistry(ModelRegistry):
             entry.updated_at = utcnow()
 
     def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
-        _text(description, "description")
+        validate_text(description, "description")
         if version is not None:
             _version_number(version)
         with self._lock:

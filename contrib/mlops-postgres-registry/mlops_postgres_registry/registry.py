@@ -13,16 +13,14 @@ as Python's ``sorted``. Each thread gets its own connection.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import threading
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import attrs
 
 from mlops_core.entities import (AliasChange, ArtifactRef, Lineage, ModelVersion, Page, RegisteredModel,
-                                 validate_alias, validate_model_name, validate_tag_key)
+                                 decode_page_token, encode_page_token, validate_alias, validate_model_name,
+                                 validate_page_size, validate_tag_key, validate_tags, validate_text)
 from mlops_core.errors import BackendUnavailableError, ConfigError, InvalidInputError, NotFoundError
 from mlops_core.interfaces import BackendContext, ModelRegistry
 
@@ -94,39 +92,17 @@ def _version_number(version: Any) -> int:
 
 
 def _text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
+    validate_text(value, what)
     if "\x00" in value:
         raise InvalidInputError(f"{what} contains a NUL character", hint="PostgreSQL text cannot hold NUL")
     return value
 
 
 def _tags(tags: Mapping[str, str] | None) -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise InvalidInputError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
-    return {validate_tag_key(k): _text(v, f"tag value of {k!r}") for k, v in tags.items()}
-
-
-def _page_size(page_size: Any) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        raise InvalidInputError(f"invalid page_size {page_size!r}", hint="page_size is an integer from 1")
-    return page_size
-
-
-def _encode(kind: str, position: list[Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([kind, position]).encode()).decode()
-
-
-def _decode(token: Any, kind: str) -> list[Any]:
-    try:
-        token_kind, position = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (AttributeError, binascii.Error, ValueError, TypeError):
-        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged") from None
-    if token_kind != kind or not isinstance(position, list):
-        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged")
-    return position
+    tags = validate_tags(tags)
+    for key, value in tags.items():
+        _text(value, f"tag value of {key!r}")
+    return tags
 
 
 class PostgresRegistry(ModelRegistry):
@@ -313,8 +289,8 @@ class PostgresRegistry(ModelRegistry):
         if model is not None:
             validate_model_name(model)
         tags = _tags(tags)
-        _page_size(page_size)
-        after = _decode(page_token, "versions") if page_token is not None else None
+        validate_page_size(page_size)
+        after = decode_page_token(page_token, "versions") if page_token is not None else None
 
         def body(cur: Any) -> Page[ModelVersion]:
             if model is not None:
@@ -336,7 +312,7 @@ class PostgresRegistry(ModelRegistry):
             cur.execute(sql, [*params, page_size + 1])
             rows = cur.fetchall()
             page = rows[:page_size]
-            token = _encode("versions", [page[-1][0], page[-1][1]]) if len(rows) > page_size else None
+            token = encode_page_token("versions", [page[-1][0], page[-1][1]]) if len(rows) > page_size else None
             return Page(items=self._versions(cur, page), next_token=token)
 
         return self._tx(body)
@@ -367,8 +343,8 @@ class PostgresRegistry(ModelRegistry):
         if name_contains is not None:
             _text(name_contains, "name_contains")
         tags = _tags(tags)
-        _page_size(page_size)
-        after = _decode(page_token, "models") if page_token is not None else None
+        validate_page_size(page_size)
+        after = decode_page_token(page_token, "models") if page_token is not None else None
 
         def body(cur: Any) -> Page[RegisteredModel]:
             where, params = [], []
@@ -386,7 +362,7 @@ class PostgresRegistry(ModelRegistry):
                         + " ORDER BY m.name LIMIT %s", [*params, page_size + 1])
             names = [r[0] for r in cur.fetchall()]
             page = names[:page_size]
-            token = _encode("models", [page[-1]]) if len(names) > page_size else None
+            token = encode_page_token("models", [page[-1]]) if len(names) > page_size else None
             return Page(items=self._models(cur, page), next_token=token)
 
         return self._tx(body)

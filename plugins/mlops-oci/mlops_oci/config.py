@@ -51,15 +51,11 @@ def _to_opt_str(value: Any) -> str | None:
 
 
 @attrs.frozen
-class OciBuilderConfig:
-    """Settings of the daemonless ``oci`` builder."""
+class ImageContentConfig:
+    """What goes into the image: settings the ``oci`` and ``dockerfile`` builders share."""
 
     #: Base image with Python: a registry reference, or ``oci:PATH[:TAG]`` for a local OCI layout.
     base: str = "python:3.11-slim"
-    #: Where pushes go: ``REGISTRY/PATH``; the image is ``{repository}/{model}:{tag}``. Unset: no push.
-    repository: str | None = attrs.field(default=None, converter=_to_opt_str)
-    #: Tag template; ``{version}`` and ``{model}`` are filled in.
-    tag: str = "v{version}"
     platform: str = "linux/amd64"
     #: Target Python MAJOR.MINOR; default: the base image's ``PYTHON_VERSION`` env, else the bundle's.
     python_version: str | None = attrs.field(default=None, converter=_to_opt_str)
@@ -78,6 +74,18 @@ class OciBuilderConfig:
     index_url: str | None = attrs.field(default=None, converter=_to_opt_str)
     extra_index_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    #: Progress on stderr: None = when stderr is a terminal.
+    progress: bool | None = attrs.field(default=None, converter=_to_bool)
+
+
+@attrs.frozen
+class OciBuilderConfig(ImageContentConfig):
+    """Settings of the daemonless ``oci`` builder."""
+
+    #: Where pushes go: ``REGISTRY/PATH``; the image is ``{repository}/{model}:{tag}``. Unset: no push.
+    repository: str | None = attrs.field(default=None, converter=_to_opt_str)
+    #: Tag template; ``{version}`` and ``{model}`` are filled in.
+    tag: str = "v{version}"
     #: Where image layouts are written; default ``<home>/images``.
     output: str | None = attrs.field(default=None, converter=_to_opt_str)
     compression_level: int = attrs.field(default=6, converter=int, validator=attrs.validators.in_(range(0, 10)))
@@ -90,30 +98,14 @@ class OciBuilderConfig:
     tls_verify: str = "true"
     retries: int = attrs.field(default=4, converter=int)
     chunk_size: int = attrs.field(default=16 << 20, converter=int)
-    #: Progress on stderr: None = when stderr is a terminal.
-    progress: bool | None = attrs.field(default=None, converter=_to_bool)
 
 
 @attrs.frozen
-class DockerfileBuilderConfig:
+class DockerfileBuilderConfig(ImageContentConfig):
     """Settings of the ``dockerfile`` builder: same image contents, written as a Dockerfile + context."""
 
-    base: str = "python:3.11-slim"
-    platform: str = "linux/amd64"
-    python_version: str | None = attrs.field(default=None, converter=_to_opt_str)
-    glibc: str = "2.28"
-    user: str = "65532:65532"
-    port: int = attrs.field(default=8080, converter=int)
-    python: str = "python3"
-    runtime_distributions: tuple[str, ...] = attrs.field(default=("mlops-core", "mlops-server"), converter=_to_tuple)
-    server_module: str = "mlops_server"
-    extra_requirements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
-    index_url: str | None = attrs.field(default=None, converter=_to_opt_str)
-    extra_index_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
-    labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
     #: Where contexts are written; default ``<home>/contexts``.
     output: str | None = attrs.field(default=None, converter=_to_opt_str)
-    progress: bool | None = attrs.field(default=None, converter=_to_bool)
 
 
 @attrs.frozen

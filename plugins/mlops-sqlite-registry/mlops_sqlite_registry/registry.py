@@ -47,7 +47,10 @@ from mlops_core.entities import (
     utcnow,
     validate_alias,
     validate_model_name,
+    validate_page_size,
     validate_tag_key,
+    validate_tags,
+    validate_text,
 )
 from mlops_core.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from mlops_core.interfaces import BackendContext, ModelRegistry
@@ -94,30 +97,6 @@ def _check_version(version: Any) -> int:
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise InvalidInputError(f"invalid version {version!r}", hint="versions are integers from 1")
     return version
-
-
-def _check_text(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
-    return value
-
-
-def _check_tags(tags: Mapping[str, str] | None, what: str = "tag value") -> dict[str, str]:
-    if tags is None:
-        return {}
-    if not isinstance(tags, Mapping):
-        raise InvalidInputError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
-    out = {}
-    for key, value in tags.items():
-        validate_tag_key(key)
-        out[key] = _check_text(value, f"{what} of {key!r}")
-    return out
-
-
-def _check_page_size(page_size: Any) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        raise InvalidInputError(f"invalid page_size {page_size!r}", hint="page_size is an integer from 1")
-    return page_size
 
 
 def _check_lineage(lineage: Lineage | None) -> Lineage:
@@ -495,8 +474,8 @@ class SqliteRegistry(ModelRegistry):
     ) -> ModelVersion:
         validate_model_name(model)
         artifact = _check_artifact(artifact)
-        description = _check_text(description, "description")
-        tags = _check_tags(tags)
+        description = validate_text(description, "description")
+        tags = validate_tags(tags)
         lineage = _check_lineage(lineage)
 
         def body(conn: sqlite3.Connection) -> ModelVersion:
@@ -553,8 +532,8 @@ class SqliteRegistry(ModelRegistry):
         """
         if model is not None:
             validate_model_name(model)
-        tags = _check_tags(tags)
-        _check_page_size(page_size)
+        tags = validate_tags(tags)
+        validate_page_size(page_size)
         query = _query_key("versions", [model, tags])
         after = _decode_token(page_token, "versions", query) if page_token is not None else None
         if after is not None and not (
@@ -617,9 +596,9 @@ class SqliteRegistry(ModelRegistry):
     ) -> Page[RegisteredModel]:
         """Models ordered by name. ``name_contains`` is a case-sensitive substring; ``tags`` must all match."""
         if name_contains is not None:
-            _check_text(name_contains, "name_contains")
-        tags = _check_tags(tags)
-        _check_page_size(page_size)
+            validate_text(name_contains, "name_contains")
+        tags = validate_tags(tags)
+        validate_page_size(page_size)
         query = _query_key("models", [name_contains, tags])
         after = _decode_token(page_token, "models", query) if page_token is not None else None
         if after is not None and not (len(after) == 1 and isinstance(after[0], str)):
@@ -714,7 +693,7 @@ class SqliteRegistry(ModelRegistry):
         validate_model_name(model)
         validate_tag_key(key)
         if value is not None:
-            _check_text(value, f"value of tag {key!r}")
+            validate_text(value, f"value of tag {key!r}")
         if version is not None:
             _check_version(version)
 
@@ -747,7 +726,7 @@ class SqliteRegistry(ModelRegistry):
 
     def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
         validate_model_name(model)
-        _check_text(description, "description")
+        validate_text(description, "description")
         if version is not None:
             _check_version(version)
 

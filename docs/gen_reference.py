@@ -171,9 +171,21 @@ def cli_markdown() -> str:
     codes = _exit_codes()
     if codes:
         out += ["## Exit codes", "", "| code | meaning |", "| --- | --- |", *codes, ""]
+    out += _csv_rule()
     out += ["## Commands"]
     _walk(parser, ["mlops"], out, 3)
     return "\n".join(out).rstrip() + "\n"
+
+
+def _csv_rule() -> list[str]:
+    """The CSV header rule, from the docstring of the module that applies it."""
+    from mlops_core import tabular
+
+    doc = (tabular.__doc__ or "").split("The rule (also in ``docs/cli.md``):", 1)[-1].split("Stdlib only", 1)[0]
+    return ["## CSV input files", "",
+            "`mlops models save --example` and `mlops predict --input` read CSV with one rule "
+            "(`mlops_core.tabular`), so a row is never dropped silently:", "",
+            *[line.strip().replace("``", "`") if line.strip() else "" for line in doc.strip().splitlines()], ""]
 
 
 def _exit_codes() -> list[str]:

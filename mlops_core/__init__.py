@@ -29,6 +29,7 @@ __all__ = [
     "delete_version",
     "build",
     "deploy",
+    "deployed",
     "rollback",
     "undeploy",
     # plugin authoring
@@ -48,7 +49,7 @@ _LAZY = {
     "save": "api", "load": "api", "register": "api", "get_stack": "api", "resolve": "api",
     "list_models": "api", "list_versions": "api", "set_alias": "api", "delete_alias": "api",
     "set_tag": "api", "delete_model": "api", "delete_version": "api", "build": "api",
-    "deploy": "api", "rollback": "api", "undeploy": "api",
+    "deploy": "api", "deployed": "api", "rollback": "api", "undeploy": "api",
     "hookimpl": "plugins", "get_plugin_manager": "plugins",
     "save_bundle": "bundle", "load_bundle": "bundle", "verify_bundle": "bundle",
     "Stack": "stack",
@@ -56,7 +57,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import (build, delete_alias, delete_model, delete_version, deploy, get_stack, list_models,
+    from .api import (build, delete_alias, delete_model, delete_version, deploy, deployed, get_stack, list_models,
                       list_versions, load, register, resolve, rollback, save, set_alias, set_tag, undeploy)
     from .bundle import load_bundle, save_bundle, verify_bundle
     from .errors import MlopsError

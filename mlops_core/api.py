@@ -28,7 +28,7 @@ from .stack import Stack
 __all__ = [
     "get_stack", "set_stack", "use_stack", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
-    "set_description", "delete_version", "delete_model", "build", "deploy", "rollback",
+    "set_description", "delete_version", "delete_model", "build", "deploy", "deployed", "rollback",
     "undeploy", "deployments", "deployment", "deployment_logs",
 ]
 
@@ -239,6 +239,26 @@ def deploy(uri: str | ModelURI, *, name: str | None = None, wait: float = 60.0,
            options: Mapping[str, Any] | None = None, stack: Stack | None = None) -> Deployment:
     """Deploy a version; deploying to an existing name is a rolling update with no failed request."""
     return _deploy(_stack(stack), uri, name, wait, options, action=None)
+
+
+@contextlib.contextmanager
+def deployed(uri: str | ModelURI, *, name: str | None = None, wait: float = 60.0,
+             options: Mapping[str, Any] | None = None, stack: Stack | None = None) -> Iterator[Deployment]:
+    """Deploy for the length of a ``with`` block, then undeploy, even when the block raises.
+
+    ``with mlops.deployed("models:/iris@production") as dep: ...`` is the safe shape for scripts,
+    notebooks and tests: nothing is left running when something inside fails. Updates and
+    rollbacks inside the block act on the same deployment name, which is removed at the end.
+    """
+    s = _stack(stack)
+    dep = deploy(uri, name=name, wait=wait, options=options, stack=s)
+    try:
+        yield dep
+    finally:
+        try:
+            undeploy(dep.name, stack=s)
+        except NotFoundError:  # already removed inside the block
+            pass
 
 
 def _deploy(s: Stack, uri: str | ModelURI, name: str | None, wait: float,

@@ -54,6 +54,12 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
         print("(none)")
 
 
+def add_header_flags(parser: argparse.ArgumentParser) -> None:
+    """``--header`` / ``--no-header`` for commands that read CSV (see :mod:`mlops_core.tabular`)."""
+    parser.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                        help="whether a CSV's first row names the columns (default: detected; see docs/cli.md)")
+
+
 def _kv(pairs: Iterable[str] | None) -> dict[str, str]:
     from .errors import InvalidInputError
 
@@ -89,24 +95,55 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 4 if failures else 0
 
 
+def _unknown_backends(config: Any, pm: Any) -> list[dict[str, str]]:
+    """Backends named in the stack that no loaded plugin offers, each with the fix."""
+    from .plugins import COMPONENTS
+
+    problems = []
+    wanted = [(c, cc.backend, c) for c, cc in config.components.items()]
+    wanted += [("monitor", m.backend, f"monitor #{i + 1}") for i, m in enumerate(config.monitors)]
+    for component, backend, where in wanted:
+        known = pm.catalog.names(component) if component in COMPONENTS else []
+        if backend not in known:
+            import difflib
+
+            close = difflib.get_close_matches(backend, known, n=1)
+            hint = (f"did you mean {close[0]!r}? " if close else "") + \
+                (f"available: {', '.join(known)}" if known else "no plugin offers this component") + \
+                "; `mlops plugins` lists what is installed"
+            problems.append({"check": f"{where} ({backend})", "ok": False,
+                             "detail": f"no installed plugin offers the {component} backend {backend!r}", "hint": hint})
+    return problems
+
+
 def cmd_stack_show(args: argparse.Namespace) -> int:
+    from .plugins import get_plugin_manager
     from .stack import load_config
 
-    described = load_config().describe()
+    config = load_config()
+    described = config.describe()
+    problems = _unknown_backends(config, get_plugin_manager())
     if args.json:
-        _print_json(described)
+        _print_json({**described, "problems": problems})
     else:
         print(f"source: {described.pop('source')}\nhome:   {described.pop('home')}")
         monitors = described.pop("monitors")
         rows = [(c, d.pop("backend"), ", ".join(f"{k}={v}" for k, v in d.items()) or "-") for c, d in described.items()]
         rows += [("monitor", m.pop("backend"), ", ".join(f"{k}={v}" for k, v in m.items()) or "-") for m in monitors]
         print_table(rows, ["component", "backend", "settings"])
-    return 0
+        for p in problems:
+            print(f"error: {p['check']}: {p['detail']}\nhint: {p['hint']}", file=sys.stderr)
+    return 3 if problems else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    """Check config, plugins and every configured backend; exit 4 when anything is wrong."""
-    from .errors import MlopsError
+    """Build every configured backend (monitors too) and run its check; exit 4 on any problem.
+
+    Each failed check carries the fix (``hint``); a backend that cannot even be built is a
+    failed check, so a misspelled backend or an unreachable base is reported here, before
+    ``save`` or ``build`` trip over it.
+    """
+    from .errors import InvalidInputError, MlopsError
     from .plugins import get_plugin_manager
     from .stack import SINGLE_COMPONENTS, Stack, load_config
 
@@ -116,36 +153,54 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         try:
             checks.append({"check": name, "ok": True, "detail": fn()})
         except MlopsError as exc:
-            checks.append({"check": name, "ok": False, "detail": str(exc)})
+            checks.append({"check": name, "ok": False, "detail": exc.message, "hint": exc.hint})
         except Exception as exc:  # a backend bug is still a finding, not a crash
-            checks.append({"check": name, "ok": False, "detail": f"{type(exc).__name__}: {exc}"})
+            checks.append({"check": name, "ok": False, "detail": f"{type(exc).__name__}: {exc}",
+                           "hint": "this is a bug in the backend's plugin; report it to its authors"})
 
     pm = get_plugin_manager()
     config_holder: list[Any] = []
     check("config", lambda: (config_holder.append(load_config()), config_holder[0].source)[1])
     checks.append({"check": "plugins", "ok": True, "detail": f"{len(pm.plugins())} loaded"})
     for failure in pm.all_failures():
-        checks.append({"check": f"plugin {failure.name}", "ok": False, "detail": failure.describe()})
+        checks.append({"check": f"plugin {failure.name}", "ok": False, "detail": failure.describe(),
+                       "hint": "fix or uninstall that plugin, or block it with MLOPS_BLOCK_PLUGINS"})
     if config_holder:
-        stack = Stack(config_holder[0], pm)
-        requested = args.components or list(SINGLE_COMPONENTS)
-        unknown = sorted(set(requested) - set(SINGLE_COMPONENTS))
+        config = config_holder[0]
+        requested = args.components or [*SINGLE_COMPONENTS, "monitors"]
+        unknown = sorted(set(requested) - {*SINGLE_COMPONENTS, "monitors"})
         if unknown:
-            from .errors import InvalidInputError
-
             raise InvalidInputError(f"unknown component(s) {', '.join(unknown)}",
-                                    hint=f"choose from {', '.join(SINGLE_COMPONENTS)}")
-        for component in requested:
-            backend = config_holder[0].components[component].backend
-            check(f"{component} ({backend})", lambda c=component: stack.component(c).check())
-        stack.close()
+                                    hint=f"choose from {', '.join([*SINGLE_COMPONENTS, 'monitors'])}")
+        stack = Stack(config, pm)
+        try:
+            for component in requested:
+                if component == "monitors":
+                    for i, mc in enumerate(config.monitors):
+                        check(f"monitor #{i + 1} ({mc.backend})", lambda mc=mc: _check_monitor(stack, mc))
+                    continue
+                backend = config.components[component].backend
+                check(f"{component} ({backend})", lambda c=component: stack.component(c).check())
+        finally:
+            stack.close()
     ok = all(c["ok"] for c in checks)
     if args.json:
         _print_json({"ok": ok, "checks": checks})
     else:
         for c in checks:
             print(f"{'ok  ' if c['ok'] else 'FAIL'}  {c['check']}: {c['detail']}")
+            if not c["ok"] and c.get("hint"):
+                print(f"      fix: {c['hint']}")
     return 0 if ok else 4
+
+
+def _check_monitor(stack: Any, monitor_config: Any) -> str:
+    """Build one monitor on its own (not registered for events) and run its check."""
+    monitor = stack._build("monitor", monitor_config)
+    try:
+        return monitor.check()
+    finally:
+        monitor.close()
 
 
 def _load_object(spec: str) -> Any:
@@ -165,7 +220,7 @@ def _load_object(spec: str) -> Any:
     return obj
 
 
-def _read_example(path: str | None) -> Any:
+def _read_example(path: str | None, header: bool | None = None) -> Any:
     if not path:
         return None
     from .errors import InvalidInputError
@@ -180,10 +235,9 @@ def _read_example(path: str | None) -> Any:
     if p.suffix == ".npy":
         return np.load(p, allow_pickle=False)
     if p.suffix == ".csv":
-        try:
-            return np.loadtxt(p, delimiter=",", ndmin=2)
-        except ValueError:  # a header row
-            return np.loadtxt(p, delimiter=",", ndmin=2, skiprows=1)
+        from .tabular import read_csv
+
+        return np.asarray(read_csv(p, header=header).as_floats())
     raise InvalidInputError(f"unsupported example file {p.name}", hint="use .npy, .csv or .json")
 
 
@@ -191,13 +245,22 @@ def cmd_models_save(args: argparse.Namespace) -> int:
     from . import api
     from .entities import Lineage
 
+    from .entities import validate_alias, validate_model_name, validate_tag_key
+
+    # every input is checked before anything is written, so a refused save leaves no bundle behind
+    validate_model_name(args.name)
+    if args.alias is not None:
+        validate_alias(args.alias)
+    tags = _kv(args.tag)
+    for key in tags:
+        validate_tag_key(key)
     source: Any = args.source
     if not Path(args.source).is_dir():
         model = _load_object(args.source)
-        source = api.save(model, example=_read_example(args.example))
+        source = api.save(model, example=_read_example(args.example, args.header))
     lineage = Lineage(source_run=args.source_run, dataset_uri=args.dataset_uri, parent_version=args.parent_version)
     version = api.register(args.name, source, alias=args.alias, description=args.description or "",
-                           tags=_kv(args.tag), lineage=lineage)
+                           tags=tags, lineage=lineage)
     if args.json:
         _print_json(version)
     else:
@@ -421,7 +484,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", parents=[common], help="check config, plugins and backend connectivity")
     p.add_argument("components", nargs="*", metavar="COMPONENT",
-                   help="only these of storage, registry, builder, deployer (default: all)")
+                   help="only these of storage, registry, builder, deployer, monitors (default: all)")
     p.set_defaults(func=cmd_doctor)
 
     models = sub.add_parser("models", help="save, list and manage registered models").add_subparsers(
@@ -431,6 +494,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="registered model name")
     p.add_argument("--alias", help="point this alias at the new version (e.g. staging)")
     p.add_argument("--example", help="example input (.npy, .csv, .json) to infer the signature")
+    add_header_flags(p)
     p.add_argument("--description")
     p.add_argument("--tag", action="append", metavar="KEY=VALUE")
     p.add_argument("--source-run", help="lineage: the run that produced the model")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -364,8 +365,37 @@ class OciImageBuilder(ImageBuilder):
                 "chunk_size": self.config.chunk_size, "verify": verify}
 
     def check(self) -> str:
-        where = self.config.repository or "no push (layout on disk only)"
-        return f"base {self.config.base}, {where}, cache {self.cache}"
+        """For ``mlops doctor``: the base resolves (or the local fallback can be made) and the push
+        registry answers with the configured credentials. Raises with a fix when not."""
+        cfg = self.config
+        kwargs = {**self._client_kwargs(), "retries": 0}
+        try:
+            base = load_base(cfg.base, cfg.platform, self.store, self.cache, kwargs)
+            base_note = f"base {base.name} ({base.digest[:19]})"
+        except BackendUnavailableError as exc:
+            if cfg.base_fallback != "local" or cfg.base.startswith("oci:"):
+                raise BackendUnavailableError(
+                    f"base {cfg.base} cannot be resolved: {exc}",
+                    hint="make a local base with `mlops image base` and set the [builder] base it prints") from None
+            import shutil
+
+            if shutil.which("debootstrap") is None or os.geteuid() != 0:
+                raise BackendUnavailableError(
+                    f"base {cfg.base} is unreachable ({exc}) and the local fallback base needs root and debootstrap",
+                    hint="make the base registry reachable, or apt-get install debootstrap and run "
+                         "`mlops image base` as root") from None
+            base_note = f"base {cfg.base} unreachable: builds use the local Debian base (`mlops image base`)"
+        if cfg.repository:
+            target = ImageReference.parse(f"{cfg.repository.rstrip('/')}/probe:latest")
+            client = client_for(target, **kwargs)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            where = f"pushes to {cfg.repository} (reachable, credentials accepted)"
+        else:
+            where = "no push (layout on disk only)"
+        return f"{base_note}; {where}; cache {self.cache}"
 
     def target_reference(self, version: ModelVersion) -> ImageReference | None:
         if not self.config.repository:
@@ -393,6 +423,30 @@ class OciImageBuilder(ImageBuilder):
         tmp.replace(record)
         return layer, False
 
+    def _resolve_base(self, progress: Progress, kwargs: Mapping[str, Any]) -> BaseImage:
+        """The configured base; with ``base_fallback = "local"``, the local debootstrap base when
+        the configured one cannot be reached (a fresh machine without a public registry)."""
+        cfg = self.config
+        try:
+            return load_base(cfg.base, cfg.platform, self.store, self.cache, kwargs)
+        except BackendUnavailableError as exc:
+            if cfg.base_fallback != "local" or cfg.base.startswith("oci:"):
+                raise BackendUnavailableError(
+                    str(exc), hint="make a local Python base with `mlops image base` and set the [builder] base it "
+                                   "prints, or set base_fallback = \"local\"") from None
+            from .localbase import base_reference
+
+            try:
+                reference = base_reference()
+            except BackendUnavailableError as local_exc:
+                raise BackendUnavailableError(
+                    f"{exc}; the local fallback base cannot be made either: {local_exc}",
+                    hint="make the base reachable (registry, [builder] username/password), or run as root with "
+                         "debootstrap installed so `mlops image base` can make one") from None
+            progress.note(f"{cfg.base} is unreachable ({exc}); using the local Debian base {reference} "
+                          "(set [builder] base to choose another)")
+            return load_base(reference, cfg.platform, self.store, self.cache, kwargs)
+
     def build(self, version: ModelVersion, bundle_dir: Path, *, push: bool = False) -> ImageRef:
         started = time.perf_counter()
         cfg = self.config
@@ -406,7 +460,7 @@ class OciImageBuilder(ImageBuilder):
         kwargs = self._client_kwargs()
 
         progress.start("resolve base image")
-        base = load_base(cfg.base, cfg.platform, self.store, self.cache, kwargs)
+        base = self._resolve_base(progress, kwargs)
         progress.done(f"{base.name} {base.digest[:19]}")
         plan, pool = plan_image(version, Path(bundle_dir), cfg, base.name, base.env, self.cache, progress,
                                 base_digest=base.digest)

@@ -125,5 +125,6 @@ def base_command(args: Any) -> int:
     if args.json:
         print(json.dumps({"base": reference}))
     else:
-        print(f"{reference}\nuse it with: MLOPS_BUILDER__BASE={reference}  (or base = \"...\" under [builder])")
+        print(f"{reference}\nuse it with: MLOPS_BUILDER__BASE={reference}\n"
+              f"or in mlops.toml:\n\n[builder]\nbackend = \"oci\"\nbase = \"{reference}\"\n")
     return 0

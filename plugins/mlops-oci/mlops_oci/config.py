@@ -56,6 +56,9 @@ class ImageContentConfig:
 
     #: Base image with Python: a registry reference, or ``oci:PATH[:TAG]`` for a local OCI layout.
     base: str = "python:3.11-slim"
+    #: When the base's registry is unreachable and nothing is cached: ``local`` builds on the
+    #: Debian base made by ``mlops image base`` (debootstrap; root) and says so, ``off`` fails.
+    base_fallback: str = attrs.field(default="local", validator=attrs.validators.in_(("local", "off")))
     platform: str = "linux/amd64"
     #: Target Python MAJOR.MINOR; default: the base image's ``PYTHON_VERSION`` env, else the bundle's.
     python_version: str | None = attrs.field(default=None, converter=_to_opt_str)

@@ -63,6 +63,12 @@ class Progress:
         self.stream.write("\r\x1b[2K" + text)
         self.stream.flush()
 
+    def note(self, text: str) -> None:
+        """One line the user must see even without a terminal (a choice made on their behalf)."""
+        self.stream.write(("\r\x1b[2K" if self.enabled else "") + f"note: {text}\n")
+        self.stream.flush()
+        log.warning("%s", text)
+
     def done(self, summary: str = "") -> None:
         seconds = time.perf_counter() - self._start
         self.steps.append((self._label, seconds, summary))

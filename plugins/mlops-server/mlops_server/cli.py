@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import urllib.error
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mlops_core.errors import BackendUnavailableError, InvalidInputError, MlopsError, NotFoundError
+from mlops_core.tabular import read_csv
 
 from ._args import build_module_parser
 from .config import BundleSpec, ServerConfig
@@ -116,7 +116,7 @@ def _http(method: str, url: str, body: bytes | None = None, timeout: float = 30.
         return exc.code, exc.read()
     except (urllib.error.URLError, OSError) as exc:
         raise BackendUnavailableError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}",
-                                      hint="is the server running? check `mlops deployments` or the URL") from None
+                                      hint="is the server running? check `mlops deployments list` or the URL") from None
 
 
 def _error_of(body: bytes) -> str:
@@ -136,7 +136,7 @@ def _resolve_target(target: str, model: str | None) -> tuple[str, str]:
     dep = api.deployment(target)
     if not dep.url:
         raise BackendUnavailableError(f"deployment {target!r} has no URL (state {dep.state})",
-                                      hint="wait until it is ready: mlops deployments")
+                                      hint="wait until it is ready: mlops deployments status NAME")
     return dep.url.rstrip("/"), model or dep.model
 
 
@@ -187,6 +187,14 @@ def _convert(value: Any, datatype: str) -> Any:
     return value
 
 
+def _metadata(model_path: str, timeout: float, base: str, model: str) -> dict[str, Any]:
+    status, body = _http("GET", model_path, timeout=timeout)
+    if status != 200:
+        raise NotFoundError(f"model {model!r} at {base}: {_error_of(body)}",
+                            hint="mlops deployments list shows what is deployed; --model picks the model name")
+    return json.loads(body)
+
+
 def predict_command(args: argparse.Namespace) -> int:
     """``mlops predict URL_OR_DEPLOYMENT --model NAME --input FILE``."""
     base, model = _resolve_target(args.target, args.model)
@@ -195,16 +203,17 @@ def predict_command(args: argparse.Namespace) -> int:
         model_path += f"/versions/{urllib.parse.quote(args.model_version, safe='')}"
     path = Path(args.input)
     if not path.is_file():
-        raise NotFoundError(f"no input file {path}")
+        raise NotFoundError(f"no input file {path}",
+                            hint="pass --input with an existing .csv file, a .json list of rows or a V2 request body")
     request: dict[str, Any] | None = None
     rows: list[Any] = []
     columns: list[str] | None = None
+    metadata: dict[str, Any] | None = None
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as f:
-            table = [r for r in csv.reader(f) if r]
-        if len(table) < 2:
-            raise InvalidInputError(f"{path} needs a header row and at least one data row")
-        columns, rows = table[0], table[1:]
+        metadata = _metadata(model_path, args.timeout, base, model)
+        names = [s["name"] for s in metadata.get("inputs") or []]
+        table = read_csv(path, header=getattr(args, "header", None), names=names)
+        columns, rows = table.columns, table.rows
     else:
         try:
             data = json.loads(path.read_text())
@@ -219,10 +228,8 @@ def predict_command(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"{path} must hold a V2 request body or a list of rows",
                                     hint='e.g. [[5.1, 3.5, 1.4, 0.2]] or [{"a": 1, "b": "x"}]')
     if request is None:
-        status, body = _http("GET", model_path, timeout=args.timeout)
-        if status != 200:
-            raise NotFoundError(f"model {model!r} at {base}: {_error_of(body)}")
-        metadata = json.loads(body)
+        if metadata is None:
+            metadata = _metadata(model_path, args.timeout, base, model)
         request = {"inputs": _rows_to_tensors(rows, columns, metadata.get("inputs") or [])}
     status, body = _http("POST", model_path + "/infer", json.dumps(request).encode(), timeout=args.timeout)
     if status != 200:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlops_core import hookimpl
+from mlops_core.cli import add_header_flags
 
 from ._args import add_model_options, add_server_options
 
@@ -38,4 +39,5 @@ def mlops_add_cli_commands(subparsers: Any) -> None:
                          help="FILE.json (a V2 request body, or a list of rows or records) or FILE.csv (header row)")
     predict.add_argument("--json", action="store_true", help="print the raw V2 response")
     predict.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    add_header_flags(predict)
     predict.set_defaults(handler="mlops_server.cli:predict_command")

@@ -167,3 +167,28 @@ def test_failed_predictions_reach_listeners_with_their_error(tmp_path, misc_bund
     lines = [json.loads(l) for l in events.read_text().splitlines()]
     assert [l["error"] is None for l in lines] == [True, False]
     assert "negative values are not allowed" in lines[1]["error"] and lines[1]["outputs"] == {}
+
+
+@pytest.mark.slow
+def test_mlops_predict_returns_one_prediction_per_input_row_for_every_input_form(tmp_path, main_server):
+    """Rows in == predictions out: CSV with or without a header, JSON rows, a V2 body, one row or many."""
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+    names = [s["name"] for s in main_server.get("/v2/models/iris").json()["inputs"]]
+    inputs = {
+        "plain.csv": "\n".join(",".join(map(str, r)) for r in rows) + "\n",
+        "header.csv": "a,b,c,d\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n",
+        "one.csv": "5.1,3.5,1.4,0.2\n",
+        "rows.json": json.dumps(rows),
+        "v2.json": json.dumps({"inputs": [{"name": names[0], "shape": [3, 4], "datatype": "FP64",
+                                           "data": [v for r in rows for v in r]}]}),
+    }
+    for file_name, text in inputs.items():
+        path = tmp_path / file_name
+        path.write_text(text)
+        out = mlops("predict", main_server.url, "--model", "iris", "--input", str(path), "--json")
+        expected = 1 if file_name == "one.csv" else 3
+        assert len(json.loads(out.stdout)["outputs"][0]["data"]) == expected, file_name
+    forced = tmp_path / "forced.csv"
+    forced.write_text(inputs["plain.csv"])
+    out = mlops("predict", main_server.url, "--model", "iris", "--input", str(forced), "--header", "--json")
+    assert len(json.loads(out.stdout)["outputs"][0]["data"]) == 2  # asked for: the first row named the columns

@@ -42,9 +42,15 @@ def clouds(tmp_path_factory):
         yield {"s3": s3, "azure": az}
 
 
+def _toml_inline(table: dict) -> str:
+    """A TOML inline table (``{ key = "value", nested = { ... } }``) for the storage options."""
+    items = (f"{k} = {_toml_inline(v) if isinstance(v, dict) else json.dumps(v)}" for k, v in table.items())
+    return "{ " + ", ".join(items) + " }"
+
+
 def _stack_file(project: Path, clouds: dict) -> None:
-    s3 = json.dumps(clouds["s3"])
-    az = json.dumps(clouds["azure"])
+    s3 = _toml_inline(clouds["s3"])
+    az = _toml_inline(clouds["azure"])
     (project / "mlops.toml").write_text(f"""
 [deployer]
 backend = "process"

@@ -26,7 +26,7 @@ from .errors import InvalidInputError, NotFoundError
 from .stack import Stack
 
 __all__ = [
-    "get_stack", "set_stack", "use_stack", "save", "register", "resolve", "resolve_bundle", "load",
+    "get_stack", "set_stack", "use_stack", "copy_version", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
     "set_description", "delete_version", "delete_model", "build", "deploy", "deployed", "rollback",
     "undeploy", "deployments", "deployment", "deployment_logs",
@@ -223,6 +223,48 @@ def _all_versions(s: Stack, name: str) -> list[ModelVersion]:
         token = page.next_token
         if not token:
             return out
+
+
+def copy_version(uri: str | ModelURI, *, source: Stack, target: Stack, name: str | None = None,
+                 copy_aliases: bool = True) -> ModelVersion:
+    """Copy one version from the ``source`` stack to the ``target`` stack (``mlops models copy``).
+
+    The bundle is verified on the way out (every hash) and on the way in (the target's
+    digest must equal the source's); description, tags and lineage travel with it, a tag
+    ``mlops.copied_from`` records where it came from, and the source aliases that point at
+    the version are pointed at the copy. Copying again is a no-op: a target version with
+    the same artifact digest is reused, so a failed copy can simply be retried.
+    """
+    from .artifacts import push_bundle
+    from .errors import IntegrityError
+
+    version, path = resolve_bundle(uri, stack=source)
+    name = validate_model_name(name or version.model)
+    existing = [v for v in _safe_versions(target, name) if v.artifact.digest == version.artifact.digest]
+    if existing:
+        copied = existing[0]
+    else:
+        artifact = push_bundle(target.storage, path)
+        if artifact.digest != version.artifact.digest:
+            raise IntegrityError(f"the copy of {version.uri} has digest {artifact.digest}, the source "
+                                 f"{version.artifact.digest}", hint="the source bundle changed while copying; retry")
+        origin = f"{source.config.profile or source.config.source}:{version.uri}"
+        copied = target.registry.create_version(name, artifact, description=version.description,
+                                                tags={**version.tags, "mlops.copied_from": origin},
+                                                lineage=version.lineage)
+        target.events.version_registered(copied)
+    if copy_aliases:
+        for alias in version.aliases:
+            if alias not in copied.aliases:
+                set_alias(name, alias, copied.version, stack=target)
+    return target.registry.get_version(name, copied.version)
+
+
+def _safe_versions(s: Stack, name: str) -> list[ModelVersion]:
+    try:
+        return _all_versions(s, name)
+    except NotFoundError:
+        return []
 
 
 # ------------------------------------------------------ builds and deploys

@@ -126,7 +126,9 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
     if args.json:
         _print_json({**described, "problems": problems})
     else:
-        print(f"source: {described.pop('source')}\nhome:   {described.pop('home')}")
+        profile = described.pop("profile")
+        print(f"source: {described.pop('source')}" + (f"\nstack:  {profile}" if profile else "") +
+              f"\nhome:   {described.pop('home')}")
         monitors = described.pop("monitors")
         rows = [(c, d.pop("backend"), ", ".join(f"{k}={v}" for k, v in d.items()) or "-") for c, d in described.items()]
         rows += [("monitor", m.pop("backend"), ", ".join(f"{k}={v}" for k, v in m.items()) or "-") for m in monitors]
@@ -134,6 +136,55 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
         for p in problems:
             print(f"error: {p['check']}: {p['detail']}\nhint: {p['hint']}", file=sys.stderr)
     return 3 if problems else 0
+
+
+def cmd_stack_list(args: argparse.Namespace) -> int:
+    from .stack import find_config_file, list_profiles, load_config
+
+    path = find_config_file()
+    names = list_profiles(path)
+    active = load_config(path).profile if names else None
+    if args.json:
+        _print_json({"file": str(path) if path else None, "stacks": names, "active": active})
+    else:
+        rows = []
+        for name in names:
+            described = load_config(path, profile=name).describe()
+            backends = ", ".join(f"{c}={described[c]['backend']}" for c in ("storage", "registry", "builder", "deployer"))
+            rows.append(("*" if name == active else "", name, described["home"], backends))
+        print_table(rows, ["", "stack", "home", "backends"])
+    return 0
+
+
+def cmd_stack_use(args: argparse.Namespace) -> int:
+    from .stack import use_profile
+
+    marker = use_profile(args.name)
+    if args.json:
+        _print_json({"active": args.name, "file": str(marker)})
+    else:
+        print(f"active stack: {args.name} (written to {marker})")
+    return 0
+
+
+def cmd_models_copy(args: argparse.Namespace) -> int:
+    from . import api
+    from .stack import Stack
+
+    source, target = Stack.load(profile=args.from_stack), Stack.load(profile=args.to_stack)
+    try:
+        copied = api.copy_version(args.uri, source=source, target=target, name=args.name,
+                                  copy_aliases=not args.no_aliases)
+    finally:
+        source.close()
+        target.close()
+    if args.json:
+        _print_json(copied)
+    else:
+        aliases = f" ({', '.join(copied.aliases)})" if copied.aliases else ""
+        print(f"copied {args.uri} from {args.from_stack} to {args.to_stack} as {copied.uri}{aliases}  "
+              f"artifact {copied.artifact.digest[:19]}...")
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -145,7 +196,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     """
     from .errors import InvalidInputError, MlopsError
     from .plugins import get_plugin_manager
-    from .stack import SINGLE_COMPONENTS, Stack, load_config
+    from .stack import SINGLE_COMPONENTS, Stack, list_profiles, load_config
 
     checks: list[dict[str, Any]] = []
 
@@ -159,28 +210,37 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                            "hint": "this is a bug in the backend's plugin; report it to its authors"})
 
     pm = get_plugin_manager()
-    config_holder: list[Any] = []
-    check("config", lambda: (config_holder.append(load_config()), config_holder[0].source)[1])
+    requested = args.components or [*SINGLE_COMPONENTS, "monitors"]
+    unknown = sorted(set(requested) - {*SINGLE_COMPONENTS, "monitors"})
+    if unknown:
+        raise InvalidInputError(f"unknown component(s) {', '.join(unknown)}",
+                                hint=f"choose from {', '.join([*SINGLE_COMPONENTS, 'monitors'])}")
     checks.append({"check": "plugins", "ok": True, "detail": f"{len(pm.plugins())} loaded"})
     for failure in pm.all_failures():
         checks.append({"check": f"plugin {failure.name}", "ok": False, "detail": failure.describe(),
                        "hint": "fix or uninstall that plugin, or block it with MLOPS_BLOCK_PLUGINS"})
-    if config_holder:
+    profiles: list[str | None] = [None]
+    if args.all_stacks:
+        check("stacks", lambda: ", ".join(list_profiles()) or "(no named stacks)")
+        profiles = list(list_profiles()) or [None]
+    for profile in profiles:
+        prefix = f"[{profile}] " if args.all_stacks and profile else ""
+        config_holder: list[Any] = []
+        check(f"{prefix}config", lambda p=profile: (config_holder.append(load_config(profile=p)),
+                                                   config_holder[0].source + (f" (stack {config_holder[0].profile})"
+                                                                              if config_holder[0].profile else ""))[1])
+        if not config_holder:
+            continue
         config = config_holder[0]
-        requested = args.components or [*SINGLE_COMPONENTS, "monitors"]
-        unknown = sorted(set(requested) - {*SINGLE_COMPONENTS, "monitors"})
-        if unknown:
-            raise InvalidInputError(f"unknown component(s) {', '.join(unknown)}",
-                                    hint=f"choose from {', '.join([*SINGLE_COMPONENTS, 'monitors'])}")
         stack = Stack(config, pm)
         try:
             for component in requested:
                 if component == "monitors":
                     for i, mc in enumerate(config.monitors):
-                        check(f"monitor #{i + 1} ({mc.backend})", lambda mc=mc: _check_monitor(stack, mc))
+                        check(f"{prefix}monitor #{i + 1} ({mc.backend})", lambda mc=mc: _check_monitor(stack, mc))
                     continue
                 backend = config.components[component].backend
-                check(f"{component} ({backend})", lambda c=component: stack.component(c).check())
+                check(f"{prefix}{component} ({backend})", lambda c=component: stack.component(c).check())
         finally:
             stack.close()
     ok = all(c["ok"] for c in checks)
@@ -474,6 +534,9 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         epilog="Stack: mlops.toml or [tool.mlops] in pyproject.toml; MLOPS_* variables override. Docs: docs/index.md",
     )
     parser.add_argument("--version", action="version", version=f"mlops-core {__version__}")
+    parser.add_argument("--stack", metavar="NAME", default=None,
+                        help="use the named stack [stacks.NAME] of the stack file (default: $MLOPS_STACK, "
+                             "`mlops stack use`, default_stack)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("plugins", parents=[common], help="list plugins, their hooks and backends (exit 4 if any is broken)")
@@ -481,10 +544,16 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
     stack = sub.add_parser("stack", help="inspect the stack configuration").add_subparsers(dest="stack_command", metavar="ACTION", required=True)
     stack.add_parser("show", parents=[common], help="show the resolved stack").set_defaults(func=cmd_stack_show)
+    stack.add_parser("list", parents=[common], help="list the named stacks of the stack file").set_defaults(
+        func=cmd_stack_list)
+    p = stack.add_parser("use", parents=[common], help="make a named stack the active one for this project")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_stack_use)
 
     p = sub.add_parser("doctor", parents=[common], help="check config, plugins and backend connectivity")
     p.add_argument("components", nargs="*", metavar="COMPONENT",
                    help="only these of storage, registry, builder, deployer, monitors (default: all)")
+    p.add_argument("--all-stacks", action="store_true", help="check every named stack of the stack file")
     p.set_defaults(func=cmd_doctor)
 
     models = sub.add_parser("models", help="save, list and manage registered models").add_subparsers(
@@ -539,6 +608,15 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--version", type=int)
     p.add_argument("--yes", action="store_true", help="confirm")
     p.set_defaults(func=cmd_models_delete)
+
+    p = models.add_parser("copy", parents=[common], help="copy a version between named stacks (hashes verified; "
+                                                         "tags, lineage and aliases kept)")
+    p.add_argument("uri", help="models:/NAME[/VERSION|@ALIAS] in the source stack")
+    p.add_argument("--from", dest="from_stack", required=True, metavar="STACK", help="source stack name")
+    p.add_argument("--to", dest="to_stack", required=True, metavar="STACK", help="target stack name")
+    p.add_argument("--name", default=None, help="model name in the target (default: the same)")
+    p.add_argument("--no-aliases", action="store_true", help="do not point the source's aliases at the copy")
+    p.set_defaults(func=cmd_models_copy)
 
     p = sub.add_parser("build", parents=[common], help="build an image for a version with the stack's builder")
     p.add_argument("uri", help="models:/NAME[/VERSION|@ALIAS]")
@@ -607,6 +685,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "stack", None):
+        # the environment, so processes started from here (servers, builds) see the same stack
+        os.environ["MLOPS_STACK"] = args.stack
     try:
         code = _run(args)
         if code == -1:

@@ -22,6 +22,23 @@ Stack file::
     [[monitors]]
     backend = "prometheus"
 
+Named stacks (profiles) in one file: top-level tables are shared by every profile, and
+``[stacks.NAME]`` tables override them component by component::
+
+    default_stack = "local"
+    [stacks.local]               # the embedded defaults
+    [stacks.prod]
+    home = "/var/lib/mlops"
+    [stacks.prod.storage]
+    backend = "fsspec"
+    url = "s3://models/prod"
+
+The active profile is, first found: ``mlops --stack NAME``, ``$MLOPS_STACK``, the name
+``mlops stack use NAME`` wrote to ``.mlops-stack`` beside the stack file, the file's
+``default_stack``, else none (top-level tables only). A profile without ``home`` (here or at
+the top level) keeps its state in ``.mlops/NAME``, so two profiles never share a registry
+by accident.
+
 Backends are built lazily, on first use, so ``mlops models list`` never imports
 the deployer's dependencies.
 """
@@ -46,7 +63,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_file", "load_config"]
+__all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_file", "load_config", "list_profiles",
+           "use_profile", "ACTIVE_STACK_FILE"]
+
+#: Written by ``mlops stack use NAME`` beside the stack file: the profile chosen for that project.
+ACTIVE_STACK_FILE = ".mlops-stack"
 
 SINGLE_COMPONENTS = ("storage", "registry", "builder", "deployer")
 DEFAULTS: Mapping[str, str] = {"storage": "fsspec", "registry": "sqlite", "builder": "oci", "deployer": "process"}
@@ -70,10 +91,13 @@ class StackConfig:
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: The stack file these settings came from (None: embedded defaults and environment only).
     config_file: Path | None = None
+    #: The named stack (``[stacks.NAME]``) these settings came from; None without profiles.
+    profile: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "profile": self.profile,
             "home": str(self.home),
             **{c: {"backend": cc.backend, **dict(cc.settings)} for c, cc in self.components.items()},
             "monitors": [{"backend": m.backend, **dict(m.settings)} for m in self.monitors],
@@ -118,11 +142,83 @@ def _component(name: str, raw: Any, where: str) -> ComponentConfig:
     return ComponentConfig(raw["backend"], settings)
 
 
-def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) -> StackConfig:
-    """Merge defaults, the stack file and the environment into a StackConfig."""
+def _profiles(data: Mapping[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    raw = data.get("stacks", {})
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise ConfigError(f"'stacks' in {where} must hold tables, one per named stack",
+                          hint='for example:\n[stacks.prod.storage]\nbackend = "fsspec"\nurl = "s3://models/prod"')
+    return dict(raw)
+
+
+def _active_profile(data: Mapping[str, Any], path: Path | None, env: Mapping[str, str],
+                    explicit: str | None) -> tuple[str | None, str]:
+    """(profile name or None, what chose it) by the order in this module's docstring."""
+    if explicit:
+        return explicit, "--stack"
+    if env.get("MLOPS_STACK"):
+        return env["MLOPS_STACK"], "MLOPS_STACK"
+    if path is not None:
+        marker = path.parent / ACTIVE_STACK_FILE
+        if marker.is_file():
+            name = marker.read_text(encoding="utf-8").strip()
+            if name:
+                return name, str(marker)
+    default = data.get("default_stack")
+    if default is not None and not isinstance(default, str):
+        raise ConfigError("default_stack must be the name of a [stacks.NAME] table", hint='default_stack = "local"')
+    return default, "default_stack"
+
+
+def _select_profile(data: dict[str, Any], path: Path | None, env: Mapping[str, str],
+                    explicit: str | None) -> tuple[dict[str, Any], str | None]:
+    where = str(path) if path else "defaults"
+    profiles = _profiles(data, where)
+    name, chooser = _active_profile(data, path, env, explicit)
+    shared = {k: v for k, v in data.items() if k not in ("stacks", "default_stack")}
+    if name is None:
+        return shared, None
+    if name not in profiles:
+        available = ", ".join(sorted(profiles)) or "none"
+        raise ConfigError(f"stack {name!r} (from {chooser}) is not defined in {where}",
+                          hint=f"defined stacks: {available}; add [stacks.{name}] or pick another with --stack")
+    merged = {**shared, **profiles[name]}
+    # Profiles must not share state by accident: each gets its own home unless one is set.
+    merged.setdefault("home", f".mlops/{name}")
+    return merged, name
+
+
+def list_profiles(path: Path | None = None) -> list[str]:
+    """Names of the ``[stacks.NAME]`` tables of the stack file (empty without one)."""
+    path = path or find_config_file()
+    if path is None:
+        return []
+    return sorted(_profiles(_read_table(path), str(path)))
+
+
+def use_profile(name: str, path: Path | None = None) -> Path:
+    """Make ``name`` the project's active stack (``mlops stack use``); returns the file written."""
+    path = path or find_config_file()
+    if path is None:
+        raise ConfigError("no stack file here to choose a stack from",
+                          hint="create mlops.toml with [stacks.NAME] tables first")
+    names = list_profiles(path)
+    if name not in names:
+        raise ConfigError(f"stack {name!r} is not defined in {path}",
+                          hint=f"defined stacks: {', '.join(names) or 'none'}")
+    marker = path.parent / ACTIVE_STACK_FILE
+    tmp = marker.with_name(f"{marker.name}.tmp-{os.getpid()}")
+    tmp.write_text(name + "\n", encoding="utf-8")
+    os.replace(tmp, marker)  # atomic: a reader sees the old name or the new one
+    return marker
+
+
+def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
+                profile: str | None = None) -> StackConfig:
+    """Merge defaults, the stack file (its active profile) and the environment into a StackConfig."""
     env = os.environ if env is None else env
     path = path or find_config_file()
     data = _read_table(path) if path else {}
+    data, profile = _select_profile(data, path, env, profile)
     base = path.parent if path else Path.cwd()
     known = {"home", "monitors", *SINGLE_COMPONENTS}
     unknown = sorted(set(data) - known)
@@ -158,7 +254,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
         home = (Path.cwd() if env.get("MLOPS_HOME") else base) / home
     return StackConfig(home=home, components=components, monitors=tuple(monitors),
                        source=str(path) if path else "embedded defaults", base_dir=base.resolve(),
-                       config_file=path.resolve() if path else None)
+                       config_file=path.resolve() if path else None, profile=profile)
 
 
 class Stack:
@@ -173,8 +269,9 @@ class Stack:
         self._lock = threading.RLock()
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] | None = None) -> "Stack":
-        return cls(load_config(Path(path) if path else None))
+    def load(cls, path: str | os.PathLike[str] | None = None, *, profile: str | None = None) -> "Stack":
+        """The stack of a file (default: the one found from here) and profile (default: the active one)."""
+        return cls(load_config(Path(path) if path else None, profile=profile))
 
     @property
     def home(self) -> Path:

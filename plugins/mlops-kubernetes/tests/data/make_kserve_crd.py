@@ -48,6 +48,11 @@ class Models:
         """(python attr -> type string, python attr -> JSON name, required python attrs)."""
         if cls in self.cache:
             return self.cache[cls]
+        # The SDK names some core types by package (K8sIoApiAppsV1DeploymentStrategy): the client's V1DeploymentStrategy.
+        m = re.match(r"^K8sIoApi[A-Z][a-z]+(V\d+(?:(?:alpha|beta)\d+)?)([A-Z]\w*)$", cls)
+        if m:
+            self.cache[cls] = self.describe(m.group(1) + m.group(2))
+            return self.cache[cls]
         source = self._kserve_source(cls)
         if source is not None:
             tree = ast.parse(source)
@@ -64,13 +69,18 @@ class Models:
 
             model = getattr(km, cls)
             types, names = dict(model.openapi_types), dict(model.attribute_map)
+            fields = getattr(model, "model_fields", None)  # pydantic models (client >= 35): required is declared
+            if fields is not None:
+                required = {k for k, f in fields.items() if f.is_required() and k in types}
+                self.cache[cls] = (types, names, required)
+                return self.cache[cls]
             source = inspect.getsource(model)
         required = set(_REQUIRED.findall(source))
         self.cache[cls] = (types, names, required)
         return self.cache[cls]
 
     def _kserve_source(self, cls: str) -> str | None:
-        if not cls.startswith("V1beta1") and not cls.startswith("V1alpha1") and not cls.startswith("K8sIo"):
+        if not cls.startswith("V1beta1") and not cls.startswith("V1alpha1"):
             return None
         snake = re.sub(r"(?<!^)(?=[A-Z])", "_", cls).lower()
         for candidate in self.root.glob("*.py"):
@@ -80,9 +90,9 @@ class Models:
 
     def schema(self, type_str: str, field: str = "", stack: tuple[str, ...] = ()) -> dict[str, Any]:
         t = type_str.strip()
-        if t.startswith("list["):
+        if t.startswith(("list[", "List[")):
             return {"type": "array", "items": self.schema(t[5:-1], field, stack)}
-        if t.startswith("dict("):
+        if t.startswith(("dict(", "Dict[")):
             inner = t[5:-1].split(",", 1)[1]
             value = self.schema(inner, field, stack)
             if field in ("limits", "requests", "overhead", "capacity") or inner.strip() == "ResourceQuantity":
@@ -98,9 +108,9 @@ class Models:
             return {"type": "boolean"}
         if t == "datetime":
             return {"type": "string", "format": "date-time"}
-        if t in ("ResourceQuantity",):
+        if t.endswith("Quantity"):  # ResourceQuantity, V1beta1MetricQuantity (no SDK model): Go resource.Quantity
             return dict(INT_OR_STRING)
-        if t == "object":
+        if t in ("object", "Any", "IntOrString"):
             if field in INT_OR_STRING_FIELDS:
                 return dict(INT_OR_STRING)
             return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}

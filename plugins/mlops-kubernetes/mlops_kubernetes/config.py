@@ -128,6 +128,8 @@ class KubernetesDeployerConfig:
     tolerations: tuple[Mapping[str, Any], ...] = attrs.field(default=(), converter=_to_tolerations)
     #: Extra labels on every object and pod.
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    #: Extra annotations on the pods (e.g. a service mesh's sidecar settings).
+    pod_annotations: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
     #: Service account of the pods; default: the namespace's ``default``.
     service_account: str | None = attrs.field(default=None, converter=_to_opt_str)
     # serving -----------------------------------------------------------------

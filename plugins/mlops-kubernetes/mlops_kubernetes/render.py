@@ -272,7 +272,8 @@ def _scrape_annotations(config: KubernetesDeployerConfig) -> dict[str, str]:
 def _plain(inp: RenderInput) -> list[dict[str, Any]]:
     config = inp.config
     check_name(inp.name)
-    pod_annotations = {k: v for k, v in _annotations(inp).items() if not k.endswith("/options")}
+    pod_annotations = dict(config.pod_annotations)
+    pod_annotations.update({k: v for k, v in _annotations(inp).items() if not k.endswith("/options")})
     if not inp.apis.service_monitor:
         pod_annotations.update(_scrape_annotations(config))
     deployment_spec: dict[str, Any] = {
@@ -327,6 +328,8 @@ def _kserve(inp: RenderInput) -> list[dict[str, Any]]:
     config = inp.config
     check_name(inp.name)
     pod = _pod_spec(inp, "kserve-container")
+    if config.pod_annotations:
+        pod["annotations"] = dict(config.pod_annotations)  # PredictorSpec.annotations go to the pods
     predictor: dict[str, Any] = {
         "minReplicas": config.hpa_min_replicas if config.hpa else config.replicas,
         "maxReplicas": config.hpa_max_replicas if config.hpa else max(1, config.replicas),

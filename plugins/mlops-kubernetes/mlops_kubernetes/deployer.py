@@ -120,14 +120,14 @@ class KubernetesDeployer(Deployer):
         return None
 
     def _count_requests(self, api: Any) -> None:
-        # Every request of the client (typed, custom-object and dynamic) goes through ApiClient.request.
-        original = api.request
+        # Every request of the client (typed, custom-object and dynamic) goes through ApiClient.call_api.
+        original = api.call_api
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.api_calls += 1
             return original(*args, **kwargs)
 
-        api.request = counted
+        api.call_api = counted
 
     @property
     def dynamic(self) -> Any:

@@ -61,6 +61,16 @@ def registry_status(registry: str, timeout: float = 5.0) -> str:
                                   hint="check the registry setting under [deployer] (the cluster pulls from there)")
 
 
+def _builder_repository(deployer: "KubernetesDeployer") -> str | None:
+    """The stack builder's push target, when there is one: the registry the cluster pulls from by default."""
+    stack = deployer.context.stack
+    if stack is None:
+        return None
+    builder = stack.config.components.get("builder")
+    repository = (builder.settings.get("repository") if builder is not None else None) or None
+    return str(repository) if repository else None
+
+
 def run_checks(deployer: "KubernetesDeployer") -> str:
     from kubernetes import client
 
@@ -91,8 +101,9 @@ def run_checks(deployer: "KubernetesDeployer") -> str:
     parts = [f"Kubernetes {info.git_version} at {api.configuration.host}", f"namespace {config.namespace}",
              f"RBAC ok ({len(perms)} checks)", f"HPA {apis.hpa}, PDB {apis.pdb}",
              "ServiceMonitor" if apis.service_monitor else "scrape annotations"]
-    if config.registry:
-        parts.append(registry_status(config.registry))
+    registry = config.registry or _builder_repository(deployer)
+    if registry:
+        parts.append(registry_status(registry))
     else:
-        parts.append("registry: the builder's (no registry setting)")
+        parts.append("registry: none configured (set repository under [builder])")
     return "; ".join(parts)

@@ -304,6 +304,17 @@ def test_the_minimal_role_is_enough_to_deploy(k8s_cluster: Any, k8s_namespace: s
 
 
 # ------------------------------------------------------------------ KServe
+def test_kserve_flavor_without_the_crd_says_so(k8s_cluster: Any, tmp_path: Path, images: dict[int, ImageRef],
+                                               kit: Any) -> None:
+    groups = kubectl_json(k8s_cluster, "get", "--raw", "/apis")
+    if any(g["name"] == "serving.kserve.io" for g in groups["groups"]):
+        pytest.skip("the KServe CRD is already installed in this session's cluster (test order)")
+    ns = k8s_cluster.new_namespace()
+    d = make_deployer(tmp_path, k8s_cluster.kubeconfig, ns, flavor="kserve")
+    with pytest.raises(ConfigError, match="serving.kserve.io"):
+        d.deploy(spec("iris", "kit", 1, images[1], kit), wait=0)
+
+
 @pytest.fixture(scope="session")
 def kserve_crd(k8s_cluster: Any) -> None:
     crd = HERE / "data" / "kserve-inferenceservice-crd.json"
@@ -339,17 +350,6 @@ def test_kserve_inference_service_is_accepted(kserve_crd: None, deployer: Any, i
     deployer.delete("iris")
     with pytest.raises(NotFoundError):
         deployer.get("iris")
-
-
-def test_kserve_flavor_without_the_crd_says_so(k8s_cluster: Any, tmp_path: Path, images: dict[int, ImageRef],
-                                               kit: Any) -> None:
-    groups = kubectl_json(k8s_cluster, "get", "--raw", "/apis")
-    if any(g["name"] == "serving.kserve.io" for g in groups["groups"]):
-        pytest.skip("the KServe CRD is already installed in this session's cluster (test order)")
-    ns = k8s_cluster.new_namespace()
-    d = make_deployer(tmp_path, k8s_cluster.kubeconfig, ns, flavor="kserve")
-    with pytest.raises(ConfigError, match="serving.kserve.io"):
-        d.deploy(spec("iris", "kit", 1, images[1], kit), wait=0)
 
 
 # ------------------------------------------------------------------ GitOps

@@ -239,7 +239,13 @@ node_ready() {
   api_get "/api/v1/nodes/$NODE_NAME" | python3 -c '
 import json, sys
 node = json.load(sys.stdin)
-sys.exit(0 if any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", [])) else 1)'
+ready = any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"].get("conditions", []))
+# The node lifecycle controller lifts the not-ready taint a few seconds after Ready; pods schedule from then on.
+sys.exit(0 if ready and not node["spec"].get("taints") else 1)'
+}
+
+default_token_ready() {
+  api_get /api/v1/namespaces/default/serviceaccounts/default | grep -q '"secrets"'
 }
 
 kubelet_python() {
@@ -313,7 +319,7 @@ cmd_start() {
   for c in controller-manager scheduler; do alive "$c" || fail_start "$c" "exited during start-up"; done
   # The controller-manager's token controller must have made the default service account's token, or the
   # ServiceAccount admission plugin rejects the first pods.
-  wait_for controller-manager "$timeout" sh -c "$(declare -f api_get); SERVER='$SERVER' DIR='$DIR' api_get /api/v1/namespaces/default/serviceaccounts/default | grep -q '\"secrets\"'"
+  wait_for controller-manager "$timeout" default_token_ready
   cat >"$DIR/env" <<ENV
 KUBECONFIG=$DIR/kubeconfig
 MLOPS_K8S_SERVER=$SERVER
@@ -323,7 +329,7 @@ MLOPS_K8S_KUBECTL=$BIN/kubectl
 ENV
   # A watchdog stops everything when the process named by MLOPS_K8S_WATCH_PID dies (a killed test run).
   if [ -n "${MLOPS_K8S_WATCH_PID:-}" ]; then
-    spawn watchdog bash -c "while kill -0 $MLOPS_K8S_WATCH_PID 2>/dev/null; do sleep 2; done; exec '$0' stop '$DIR'"
+    spawn watchdog bash -c "while kill -0 $MLOPS_K8S_WATCH_PID 2>/dev/null; do sleep 2; done; exec bash '$HERE/k8s-control-plane.sh' stop '$DIR'"
   fi
   log "control plane v$K8S_VERSION up at $SERVER in $((SECONDS - t0)) s; kubeconfig $DIR/kubeconfig"
 }

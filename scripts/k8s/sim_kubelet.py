@@ -4,7 +4,9 @@
 It registers a Ready Node, renews its Lease in ``kube-node-lease``, and watches the pods bound to it:
 
 * each container image is resolved against the OCI registry it names (``HEAD /v2/<repo>/manifests/<ref>``; plain
-  http for loopback registries and ``--insecure-registry`` hosts, the pod's ``imagePullSecrets`` for 401s). When
+  http for loopback registries and ``--insecure-registry`` hosts, the pod's ``imagePullSecrets`` for 401s). Only
+  loopback registries are contacted unless ``--allow-registry``/``MLOPS_K8S_ALLOWED_REGISTRIES`` names others;
+  an image elsewhere (``nginx``, ``ghcr.io/...``) fails to pull with a message that says so. When
   every image resolves the pod becomes Running with its containers started and ready (readiness = image resolves;
   probes are not executed). When one does not, its container waits with ``ErrImagePull`` and then
   ``ImagePullBackOff``, with ``Failed``/``BackOff`` Events on the pod, as a real kubelet reports them; the pull is
@@ -76,22 +78,30 @@ def parse_image(image: str) -> tuple[str, str, str]:
 class ImageResolver:
     """Resolves image references to manifest digests against their registries, like a pull's first request."""
 
-    def __init__(self, insecure: set[str]) -> None:
-        self.insecure = insecure
+    def __init__(self, insecure: set[str], allowed: set[str]) -> None:
+        self.insecure, self.allowed = insecure, allowed
         self.http = requests.Session()
+        self.http.trust_env = False  # no proxies: registries are on loopback
 
-    def _scheme(self, host: str) -> str:
+    @staticmethod
+    def _loopback(host: str) -> bool:
         hostname = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or host.startswith("[") else host
         try:
-            loopback = ipaddress.ip_address(hostname).is_loopback
+            return ipaddress.ip_address(hostname).is_loopback
         except ValueError:
-            loopback = hostname == "localhost"
-        return "http" if loopback or host in self.insecure else "https"
+            return hostname == "localhost"
 
     def resolve(self, image: str, auths: dict[str, tuple[str, str]]) -> tuple[str | None, str]:
         """(digest, "") when the manifest exists, else (None, the pull error a kubelet would print)."""
         host, repo, ref = parse_image(image)
-        url = f"{self._scheme(host)}://{host}/v2/{repo}/manifests/{ref}"
+        loopback = self._loopback(host)
+        if not loopback and host not in self.allowed and host not in self.insecure:
+            # The test machine keeps all traffic on loopback: other registries are not contacted at all.
+            return None, (f'rpc error: code = Unknown desc = failed to pull and unpack image "{image}": registry {host} '
+                          "is not on loopback and the simulated kubelet does not contact it "
+                          "(allow it with MLOPS_K8S_ALLOWED_REGISTRIES)")
+        scheme = "http" if loopback or host in self.insecure else "https"
+        url = f"{scheme}://{host}/v2/{repo}/manifests/{ref}"
         headers = {"Accept": MANIFEST_ACCEPT}
         try:
             r = self.http.head(url, headers=headers, timeout=3)
@@ -126,7 +136,7 @@ class SimKubelet:
         self.node, self.args = node, args
         self.core = client.CoreV1Api()
         self.coord = client.CoordinationV1Api()
-        self.resolver = ImageResolver(set(filter(None, args.insecure_registry)))
+        self.resolver = ImageResolver(set(filter(None, args.insecure_registry)), set(filter(None, args.allow_registry)))
         self.pods: dict[tuple[str, str], dict] = {}   # (ns, name) -> latest pod as JSON
         self.sims: dict[str, dict] = {}               # uid -> simulation state
         self.lock = threading.Lock()
@@ -404,6 +414,9 @@ def main() -> None:
     ap.add_argument("--insecure-registry", action="append",
                     default=os.environ.get("MLOPS_K8S_IMAGE_REGISTRY_INSECURE", "").split(","),
                     help="host:port reached over plain http (loopback registries always are)")
+    ap.add_argument("--allow-registry", action="append",
+                    default=os.environ.get("MLOPS_K8S_ALLOWED_REGISTRIES", "").split(","),
+                    help="host[:port] of a non-loopback registry the kubelet may contact (https); none by default")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config.load_kube_config(config_file=args.kubeconfig)

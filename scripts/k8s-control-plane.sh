@@ -28,6 +28,8 @@ BIN="$CACHE/bin"
 # kubectl comes from the same tree so the tests' client matches the server (Debian's kubernetes-client is this very
 # source; the package would clash with other kubectl packages on /usr/bin/kubectl).
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# Bumped whenever the build steps change, so that a cache built the old way is rebuilt.
+BUILD_RECIPE=2
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 BUILD_PACKAGES=(golang-go golang-github-modern-go-reflect2-dev dpkg-dev)
@@ -53,7 +55,7 @@ ensure_packages() {
 built() {
   local b
   for b in "${BINARIES[@]}"; do [ -x "$BIN/$b" ] || return 1; done
-  [ -f "$BIN/VERSION" ]
+  grep -qF "recipe $BUILD_RECIPE" "$BIN/VERSION" 2>/dev/null
 }
 
 # Fetches the Debian source package with apt-get, using an apt lists folder of our own (a deb-src line is all
@@ -81,7 +83,7 @@ cmd_build() {
   mkdir -p "$CACHE"
   exec 9>"$CACHE/build.lock"
   if ! flock -n 9; then log "another build holds $CACHE/build.lock; waiting for it"; flock 9; fi
-  if built; then return 0; fi
+  if built; then exec 9>&-; return 0; fi
   ensure_packages "${BUILD_PACKAGES[@]}"
   local t0=$SECONDS work
   # A fixed work path (we hold the lock) keeps the go build cache's keys stable from one build to the next.
@@ -115,9 +117,15 @@ cmd_build() {
     -O zz_generated.openapi -h vendor/k8s.io/code-generator/hack/boilerplate.go.txt \
     -r "$work/api_violations.report" -o "$GOPATH/src" >&2
   [ -s pkg/generated/openapi/zz_generated.openapi.go ] || die "openapi-gen wrote no pkg/generated/openapi/zz_generated.openapi.go"
-  local v=k8s.io/kubernetes/vendor/k8s.io/component-base/version
-  local ldflags="-s -w -X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=20 -X $v.gitTreeState=clean
-    -X $v.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ) -X $v.gitCommit=debian-$DEB_VERSION_PREFIX"
+  # Both version packages, as hack/lib/version.sh does: --version reads component-base's, the apiserver's
+  # /version endpoint client-go's. gitCommit is 1.20.2's tag commit, which the source tarball records.
+  local ldflags="-s -w" pkg
+  for pkg in component-base/version client-go/pkg/version; do
+    ldflags+=" -X k8s.io/kubernetes/vendor/k8s.io/$pkg.gitVersion=v$K8S_VERSION -X k8s.io/kubernetes/vendor/k8s.io/$pkg.gitMajor=1"
+    ldflags+=" -X k8s.io/kubernetes/vendor/k8s.io/$pkg.gitMinor=20 -X k8s.io/kubernetes/vendor/k8s.io/$pkg.gitTreeState=archive"
+    ldflags+=" -X k8s.io/kubernetes/vendor/k8s.io/$pkg.gitCommit=faecb196815e248d3ecfb03c680a4507229c2a56"
+    ldflags+=" -X k8s.io/kubernetes/vendor/k8s.io/$pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  done
   local b t
   for b in "${BINARIES[@]}"; do
     t=$SECONDS
@@ -130,13 +138,14 @@ cmd_build() {
   # Atomic install: a complete bin folder is renamed into place.
   mkdir -p "$work/bin"
   for b in "${BINARIES[@]}"; do mv "$work/out/$b" "$work/bin/$b"; done
-  echo "v$K8S_VERSION (Debian $DEB_SOURCE $DEB_VERSION_PREFIX, built $(date -u +%FT%TZ) in $((SECONDS - t0)) s)" >"$work/bin/VERSION"
+  echo "v$K8S_VERSION (Debian $DEB_SOURCE $DEB_VERSION_PREFIX, recipe $BUILD_RECIPE, built $(date -u +%FT%TZ) in $((SECONDS - t0)) s)" >"$work/bin/VERSION"
   rm -rf "$BIN.old"; [ -e "$BIN" ] && mv "$BIN" "$BIN.old"
   mv "$work/bin" "$BIN"
   rm -rf "$BIN.old"
   log "built ${BINARIES[*]} into $BIN in $((SECONDS - t0)) s"
   # The source tree is only needed for the build; the go build cache stays for a faster rebuild.
   rm -rf "$work"; trap - EXIT
+  exec 9>&-  # release the lock: the components started next must not inherit it
 }
 
 free_port() {
@@ -174,6 +183,7 @@ extendedKeyUsage=clientAuth"
     sign scheduler "/CN=system:kube-scheduler" "$client"
     sign node "/O=system:nodes/CN=system:node:$NODE_NAME" "$client"
     sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
+    sign front-proxy-client "/CN=front-proxy-client" "$client"
   )
 }
 
@@ -207,7 +217,7 @@ KC
 # never held open; its PID goes into DIR/NAME.pid.
 spawn() {
   local name="$1"; shift
-  setsid "$@" </dev/null >"$DIR/$name.log" 2>&1 &
+  setsid "$@" </dev/null >"$DIR/$name.log" 2>&1 9>&- &
   echo $! >"$DIR/$name.pid"
 }
 
@@ -288,6 +298,10 @@ cmd_start() {
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" --client-ca-file "$pki/ca.crt" \
     --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
     --kubelet-certificate-authority "$pki/ca.crt" --kubelet-preferred-address-types InternalIP \
+    --requestheader-client-ca-file "$pki/ca.crt" --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
     --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \

@@ -9,7 +9,7 @@ PLUGINS := $(sort $(wildcard plugins/*/setup.cfg))
 PLUGIN_DIRS := $(patsubst %/setup.cfg,%,$(PLUGINS))
 STAMP := $(VENV)/.installed
 
-.PHONY: venv quickstart test test-fast system-deps docs clean bench
+.PHONY: venv quickstart test test-fast system-deps docs clean bench k8s-control-plane
 
 $(STAMP): setup.cfg requirements-test.txt $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ quickstart: venv system-deps
 
 test: venv system-deps
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+# The Kubernetes 1.20.2 control plane the mlops-kubernetes tests start (cached; the test fixture builds it too).
+k8s-control-plane: system-deps
+	bash scripts/k8s-control-plane.sh build
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow"

@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from mlops_core.entities import Signature, TensorSpec
 from mlops_core.errors import InvalidInputError
+from mlops_core.signature import numpy_datatype
 from mlops_core.interfaces import ModelFormat
 
 from ._common import read_json, read_payload, require, write_json
@@ -85,6 +87,19 @@ class XGBoostFormat(ModelFormat):
         model = getattr(xgb, kind)()
         model.load_model(raw)
         return model
+
+    def signature(self, directory: Path) -> Signature | None:
+        """A bare Booster's predict needs a DMatrix, so its signature comes from the file: FP32 features in,
+        whatever one zero row gives out; the scikit-learn wrappers infer theirs from the example."""
+        if read_json(directory, INFO).get("class") != "Booster":
+            return None
+        import numpy as np
+
+        model = self.load(directory, {})
+        n = int(model.booster.num_features())
+        out = np.asarray(model.predict(np.zeros((1, n), dtype=np.float32)))
+        return Signature(inputs=[TensorSpec("input-0", "FP32", (-1, n))],
+                         outputs=[TensorSpec("output-0", numpy_datatype(out.dtype), (-1, *out.shape[1:]))])
 
     def imported_modules(self, directory: Path) -> set[str]:
         return {"xgboost", "numpy", "scipy"}

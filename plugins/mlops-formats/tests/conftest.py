@@ -58,3 +58,11 @@ def onnx_proto(sk_model):
     from mlops_formats.onnx_format import _convert_sklearn
 
     return _convert_sklearn(sk_model)
+
+
+@pytest.fixture(scope="session")
+def go_program(tmp_path_factory):
+    """The Go example model, compiled once (Debian's golang-go)."""
+    import models
+
+    return models.go_model(tmp_path_factory.mktemp("go-build"))

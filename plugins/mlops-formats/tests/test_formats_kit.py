@@ -180,12 +180,6 @@ class TestCommandNodeFormat(_CommandSuite):
 
 
 class TestCommandGoFormat(_CommandSuite):
-    @pytest.fixture(scope="class")
-    def go_program(self, tmp_path_factory):
-        import models
-
-        return models.go_model(tmp_path_factory.mktemp("go-build"))
-
     @pytest.fixture
     def model(self, go_program):
         return go_program

@@ -60,13 +60,6 @@ def test_torch_serves(tmp_path, torch_program, iris):
     np.testing.assert_allclose(next(iter(out.values())), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def go_program(tmp_path_factory):
-    import models
-
-    return models.go_model(tmp_path_factory.mktemp("go-build"))
-
-
 @pytest.mark.parametrize("language", ["node", "go"])
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_command_models_in_other_languages_serve(request, tmp_path, iris, language, binary):

@@ -8,7 +8,8 @@ starts the command there with ``MLOPS_MODEL_HOST``, ``MLOPS_MODEL_PORT`` and
 ``MLOPS_MODEL_NAME`` set, and waits until ``GET /v2/health/ready`` answers 200.
 ``predict`` then forwards each request as a V2 JSON body to
 ``POST /v2/models/{name}/infer`` and decodes the answer. The child dies with its
-parent (``PR_SET_PDEATHSIG`` on Linux) and is stopped on ``close()`` or exit.
+parent process (``PR_SET_PDEATHSIG`` on Linux, armed from a thread that lives as long
+as the process) and is stopped on ``close()`` or exit.
 """
 
 from __future__ import annotations
@@ -109,6 +110,45 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass
 
 
+class _Spawner:
+    """Starts model programs from one long-lived thread.
+
+    Linux sends ``PR_SET_PDEATHSIG`` when the *thread* that forked the child ends, not
+    the process: a server that loads models in a short-lived thread would see its
+    programs killed as soon as loading finished. Forking from this thread, which lives
+    as long as the process, ties the programs' lives to the process.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._jobs: "queue.Queue[tuple[Any, dict[str, Any], Any]]" = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while True:
+            argv, kw, future = self._jobs.get()
+            try:
+                future.set_result(subprocess.Popen(argv, **kw))
+            except BaseException as exc:  # handed back to the caller
+                future.set_exception(exc)
+
+    def popen(self, argv: list[str], **kw: Any) -> subprocess.Popen:
+        from concurrent.futures import Future
+
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mlops-command-spawner", daemon=True)
+                self._thread.start()
+        future: Future = Future()
+        self._jobs.put((argv, kw, future))
+        return future.result()
+
+
+_SPAWNER = _Spawner()
+
+
 def _stop(proc: subprocess.Popen, run_dir: str) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -141,8 +181,8 @@ class RunningCommandModel:
                                          "executable in the program folder")
         env = {**os.environ, **dict(spec.get("env") or {}), "MLOPS_MODEL_HOST": "127.0.0.1",
                "MLOPS_MODEL_PORT": str(self.port), "MLOPS_MODEL_NAME": name}
-        self.proc = subprocess.Popen(argv, cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
-                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        self.proc = _SPAWNER.popen(argv, cwd=run_dir, env=env, stdin=subprocess.DEVNULL,
+                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         self._finalizer = weakref.finalize(self, _stop, self.proc, str(run_dir))
         atexit.register(self._finalizer)
         try:

@@ -316,3 +316,48 @@ def test_command_tampered_program_is_refused_before_it_runs(tmp_path):
     victim.write_text(victim.read_text().replace("label = argmax", "label = argmin"))
     with pytest.raises(IntegrityError, match="model.js"):
         load_bundle(info.path)
+
+
+def test_command_model_loaded_in_a_short_lived_thread_keeps_running(tmp_path, iris):
+    """The server loads models in a thread; the program must outlive it (PDEATHSIG is per thread on Linux)."""
+    import threading
+
+    import models
+
+    info = save_bundle(models.node_model(), tmp_path / "b")
+    box = {}
+    loader = threading.Thread(target=lambda: box.setdefault("model", load_bundle(info.path).model))
+    loader.start()
+    loader.join()
+    model = box["model"]
+    try:
+        import time
+
+        time.sleep(0.5)  # a killed program would be gone by now
+        assert model.alive
+        np.testing.assert_array_equal(model.predict(iris[0][:3])["label"], models.expected(iris[0][:3])[1])
+    finally:
+        model.close()
+
+
+def test_command_program_dies_with_the_process(tmp_path):
+    """A process that exits without closing its models leaves no program behind."""
+    import models
+
+    info = save_bundle(models.node_model(), tmp_path / "b")
+    code = ("import os, sys, mlops_core.bundle as b; m = b.load_bundle(sys.argv[1]).model; "
+            "print(m.proc.pid, flush=True); os._exit(0)")
+    out = subprocess.run([sys.executable, "-c", code, str(info.path)], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.split()[0])
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the model program outlived the process that started it")

@@ -42,11 +42,32 @@ class SkopsFormat(ModelFormat):
         self.trusted = list(trusted) if trusted is not None else None
 
     def can_save(self, model: Any) -> bool:
-        return _is_sklearn(model)
+        """Yes for a scikit-learn estimator that skops can write *and* load back with the default trust.
+
+        A model holding a lambda, or a class of the user's own, would save but then
+        need ``MLOPS_SKOPS_TRUSTED_TYPES`` to load: the automatic choice leaves such
+        models to the next format (cloudpickle); ``format="skops"`` still saves them.
+        The serialized bytes are kept for the ``save`` that follows, so the model is
+        serialized once.
+        """
+        if not _is_sklearn(model):
+            return False
+        try:
+            sio = require("skops.io", "skops")
+            data = sio.dumps(model)
+            if sio.get_untrusted_types(data=data):
+                return False
+        except Exception:  # skops cannot write it (e.g. a lambda inside): not ours
+            return False
+        self._last = (id(model), data)
+        return True
 
     def save(self, model: Any, directory: Path) -> Sequence[str]:
         sio = require("skops.io", "skops")
-        sio.dump(model, Path(directory) / PAYLOAD)
+        last = getattr(self, "_last", None)
+        self._last = None
+        data = last[1] if last is not None and last[0] == id(model) else sio.dumps(model)
+        (Path(directory) / PAYLOAD).write_bytes(data)
         return [PAYLOAD]
 
     def load(self, directory: Path, manifest: Mapping[str, Any]) -> Any:

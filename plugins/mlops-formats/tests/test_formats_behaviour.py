@@ -187,7 +187,9 @@ def test_skops_refuses_an_untrusted_type_then_loads_it_when_trusted(tmp_path, ir
     from mlops_formats.skops_format import TRUST_ENV, UntrustedTypesError
 
     model = _custom_pipeline(iris)
-    info = save_bundle(model, tmp_path / "b")
+    # The automatic choice leaves a model that would need trust to cloudpickle; asked for, skops saves it.
+    assert save_bundle(model, tmp_path / "auto").manifest["format"] == "cloudpickle"
+    info = save_bundle(model, tmp_path / "b", format="skops")
     assert info.manifest["format"] == "skops"
     monkeypatch.delenv(TRUST_ENV, raising=False)
     with pytest.raises(UntrustedTypesError) as err:
@@ -198,6 +200,18 @@ def test_skops_refuses_an_untrusted_type_then_loads_it_when_trusted(tmp_path, ir
     monkeypatch.setenv(TRUST_ENV, f"{__name__}.Clip")
     loaded = load_bundle(info.path).model
     np.testing.assert_array_equal(loaded.predict(iris[0]), model.predict(iris[0]))
+
+
+def test_skops_declines_what_it_cannot_write(tmp_path, iris):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from mlops_formats.skops_format import SkopsFormat
+
+    model = make_pipeline(FunctionTransformer(lambda x: x * 2), LogisticRegression(max_iter=300)).fit(*iris)
+    assert SkopsFormat().can_save(model) is False
+    assert save_bundle(model, tmp_path / "b").manifest["format"] == "cloudpickle"
 
 
 def test_skops_bundle_has_no_pickle(tmp_path, sk_model):

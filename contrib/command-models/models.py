@@ -41,6 +41,26 @@ def node_model():
     return CommandModel(HERE / "node", ["node", "model.js"], SIGNATURE, requires=["node"])
 
 
+def node_model_with_runtime(build_dir: Path):
+    """The Node.js model with the ``node`` executable itself in the bundle (about 100 MB).
+
+    For images whose base has no Node.js: the program folder then holds everything
+    the model needs. ``node`` from the NodeSource/official builds links only glibc and
+    libstdc++, which Debian bases have.
+    """
+    from mlops_formats.command_format import CommandModel
+
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError("node is not installed")
+    out = Path(build_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.js", "weights.json"):
+        shutil.copyfile(HERE / "node" / name, out / name)
+    shutil.copyfile(os.path.realpath(node), out / "node")
+    return CommandModel(out, ["./node", "model.js"], SIGNATURE, executables=["node"])
+
+
 def go_model(build_dir: Path | None = None):
     """Compile the Go model into a static binary (needs ``go``, Debian's golang-go) and describe it."""
     from mlops_formats.command_format import CommandModel

@@ -1,4 +1,4 @@
-"""ONNX and command (Go) models through a real image: debootstrap base -> registry -> oci build ->
+"""ONNX and command (Go, Node.js) models through a real image: debootstrap base -> registry -> oci build ->
 podman (Docker API) -> V2 predictions with tritonclient.
 
 The fixtures are mlops-oci's own (its tests' conftest), loaded under a unique module name so
@@ -75,3 +75,18 @@ def test_go_command_model_in_an_image(stack, iris, tmp_path):
         np.testing.assert_array_equal(out["label"], label)
 
     _deploy_and_check(stack, "linear-go", models.go_model(tmp_path / "go"), X, check)
+
+
+def test_node_command_model_in_an_image(stack, iris, tmp_path):
+    """The base image has no Node.js: the bundle carries the node executable next to model.js."""
+    import models
+
+    X = np.ascontiguousarray(iris[0][::10])
+
+    def check(url):
+        out = triton_infer(url, "linear-node", X, "x", "FP32", binary=True)
+        scores, label = models.expected(X)
+        np.testing.assert_allclose(out["scores"], scores, rtol=1e-6)
+        np.testing.assert_array_equal(out["label"], label)
+
+    _deploy_and_check(stack, "linear-node", models.node_model_with_runtime(tmp_path / "node"), X, check)

@@ -63,6 +63,6 @@ def onnx_proto(sk_model):
 @pytest.fixture(scope="session")
 def go_program(tmp_path_factory):
     """The Go example model, compiled once (Debian's golang-go)."""
-    import models
+    import command_models as models
 
     return models.go_model(tmp_path_factory.mktemp("go-build"))

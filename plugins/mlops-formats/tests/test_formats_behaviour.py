@@ -52,7 +52,7 @@ def test_plain_python_objects_still_go_to_cloudpickle(tmp_path):
 
 
 def test_command_models_choose_the_command_format(tmp_path):
-    import models
+    import command_models as models
 
     info = save_bundle(models.node_model(), tmp_path / "b")
     assert info.manifest["format"] == "command"
@@ -306,7 +306,7 @@ def test_command_that_is_not_installed_is_a_clear_error(tmp_path):
 
 
 def test_command_model_errors_come_back_as_errors(tmp_path, iris):
-    import models
+    import command_models as models
 
     info = save_bundle(models.node_model(), tmp_path / "b")
     model = load_bundle(info.path).model
@@ -323,7 +323,7 @@ def test_command_model_errors_come_back_as_errors(tmp_path, iris):
 
 
 def test_command_tampered_program_is_refused_before_it_runs(tmp_path):
-    import models
+    import command_models as models
 
     info = save_bundle(models.node_model(), tmp_path / "b")
     victim = info.path / "program" / "model.js"
@@ -336,7 +336,7 @@ def test_command_model_loaded_in_a_short_lived_thread_keeps_running(tmp_path, ir
     """The server loads models in a thread; the program must outlive it (PDEATHSIG is per thread on Linux)."""
     import threading
 
-    import models
+    import command_models as models
 
     info = save_bundle(models.node_model(), tmp_path / "b")
     box = {}
@@ -356,7 +356,7 @@ def test_command_model_loaded_in_a_short_lived_thread_keeps_running(tmp_path, ir
 
 def test_command_program_dies_with_the_process(tmp_path):
     """A process that exits without closing its models leaves no program behind."""
-    import models
+    import command_models as models
 
     info = save_bundle(models.node_model(), tmp_path / "b")
     code = ("import os, sys, mlops_core.bundle as b; m = b.load_bundle(sys.argv[1]).model; "

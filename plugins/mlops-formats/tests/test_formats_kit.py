@@ -158,7 +158,7 @@ class _CommandSuite(FormatSuite):
         from mlops_formats.command_format import CommandModel
 
         if isinstance(model, CommandModel):
-            import models
+            import command_models as models
 
             scores, label = models.expected(example)
             return {"scores": scores, "label": label}
@@ -174,7 +174,7 @@ class _CommandSuite(FormatSuite):
 class TestCommandNodeFormat(_CommandSuite):
     @pytest.fixture
     def model(self):
-        import models
+        import command_models as models
 
         return models.node_model()
 

@@ -64,7 +64,7 @@ def test_onnx_model_in_an_image(stack, iris, sk_model):
 
 
 def test_go_command_model_in_an_image(stack, iris, tmp_path):
-    import models
+    import command_models as models
 
     X = np.ascontiguousarray(iris[0][::10])
 
@@ -79,7 +79,7 @@ def test_go_command_model_in_an_image(stack, iris, tmp_path):
 
 def test_node_command_model_in_an_image(stack, iris, tmp_path):
     """The base image has no Node.js: the bundle carries the node executable next to model.js."""
-    import models
+    import command_models as models
 
     X = np.ascontiguousarray(iris[0][::10])
 

@@ -63,7 +63,7 @@ def test_torch_serves(tmp_path, torch_program, iris):
 @pytest.mark.parametrize("language", ["node", "go"])
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_command_models_in_other_languages_serve(request, tmp_path, iris, language, binary):
-    import models
+    import command_models as models
 
     model = models.node_model() if language == "node" else request.getfixturevalue("go_program")
     X = _rows(iris)

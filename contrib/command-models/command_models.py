@@ -1,6 +1,6 @@
 """Build the example command models (Node.js and Go) as mlops-core bundles.
 
-    python contrib/command-models/models.py OUT_DIR      # writes OUT_DIR/node-model and OUT_DIR/go-model
+    python contrib/command-models/command_models.py OUT_DIR      # writes OUT_DIR/node-model and OUT_DIR/go-model
 
 Both implement the same linear classifier (``weights.json``) behind the same V2
 signature, so the same client checks apply to both. :func:`expected` computes

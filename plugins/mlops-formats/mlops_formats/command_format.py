@@ -172,9 +172,8 @@ class RunningCommandModel:
         self.input_types = {t.name: t.datatype for t in self.signature.inputs}
         self.port = _free_port()
         self._local = threading.local()
-        argv = [str(run_dir / a) if (run_dir / a).is_file() and validate_key(a.removeprefix("./")) else a
-                for a in spec["command"]]
-        if not (run_dir / spec["command"][0]).is_file() and shutil.which(argv[0]) is None:
+        argv = [self._resolve(a) for a in spec["command"]]
+        if not Path(argv[0]).is_file() and shutil.which(argv[0]) is None:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise CommandModelError(f"the model's command {argv[0]!r} is not installed here",
                                     hint="install it (an image needs it in its base), or bundle a self-contained "
@@ -190,6 +189,14 @@ class RunningCommandModel:
         except BaseException:
             self.close()
             raise
+
+    def _resolve(self, arg: str) -> str:
+        """An argument naming a program file becomes its path in the run folder; anything else stays."""
+        rel = arg.removeprefix("./")
+        if not rel or os.path.isabs(arg) or ".." in Path(rel).parts:
+            return arg
+        candidate = self.run_dir / rel
+        return str(candidate) if candidate.is_file() else arg
 
     # ----------------------------------------------------------- lifecycle
     def _wait_ready(self, timeout: float) -> None:

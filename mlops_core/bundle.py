@@ -123,8 +123,8 @@ def _pick_format(model: Any, name: str | None, plugins: "PluginManager | None" =
             raise InvalidInputError(f"no model format named {name!r}",
                                     hint=f"installed formats: {', '.join(sorted(formats)) or 'none'}")
         return formats[name]
-    # A specific format wins over the catch-all cloudpickle one.
-    for fname in sorted(formats, key=lambda n: n == "cloudpickle"):
+    # Highest priority first (a framework's own format before the cloudpickle catch-all), ties by name.
+    for fname in sorted(formats, key=lambda n: (-int(getattr(formats[n], "priority", 0)), n)):
         if formats[fname].can_save(model):
             return formats[fname]
     raise InvalidInputError(
@@ -176,21 +176,24 @@ def save_bundle(
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise AlreadyExistsError(f"{dest} already exists and is not empty",
                                  hint="choose another path, or pass overwrite=True (--overwrite)")
-    if signature is None and example is not None:
-        from .signature import infer_signature
-
-        signature = infer_signature(model, example)
-    example_body = None
-    if signature is not None and example is not None:
-        from .signature import example_request
-
-        example_body = example_request(example, signature)
     fmt = _pick_format(model, format, pm)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         written = list(fmt.save(model, tmp))
+        if signature is None:
+            # What the saved files declare (an ONNX graph) wins over inference from an example.
+            signature = fmt.signature(tmp)
+        if signature is None and example is not None:
+            from .signature import infer_signature
+
+            signature = infer_signature(model, example)
+        example_body = None
+        if signature is not None and example is not None:
+            from .signature import example_request
+
+            example_body = example_request(example, signature)
         if example_body is not None and EXAMPLE not in written:
             (tmp / EXAMPLE).write_bytes(canonical_json(example_body))
             written.append(EXAMPLE)

@@ -317,7 +317,7 @@ def cmd_models_save(args: argparse.Namespace) -> int:
     source: Any = args.source
     if not Path(args.source).is_dir():
         model = _load_object(args.source)
-        source = api.save(model, example=_read_example(args.example, args.header))
+        source = api.save(model, example=_read_example(args.example, args.header), format=args.format)
     lineage = Lineage(source_run=args.source_run, dataset_uri=args.dataset_uri, parent_version=args.parent_version)
     version = api.register(args.name, source, alias=args.alias, description=args.description or "",
                            tags=tags, lineage=lineage)
@@ -564,6 +564,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--alias", help="point this alias at the new version (e.g. staging)")
     p.add_argument("--example", help="example input (.npy, .csv, .json) to infer the signature")
     add_header_flags(p)
+    p.add_argument("--format", help="model format to save with (e.g. onnx, skops); default: chosen by the model's type")
     p.add_argument("--description")
     p.add_argument("--tag", action="append", metavar="KEY=VALUE")
     p.add_argument("--source-run", help="lineage: the run that produced the model")

@@ -27,6 +27,7 @@ from .entities import (
     ModelVersion,
     Page,
     RegisteredModel,
+    Signature,
 )
 from .errors import InvalidInputError, NotFoundError
 
@@ -320,16 +321,26 @@ class Monitor(Backend):
 class ModelFormat(abc.ABC):
     """Saves and loads model objects inside a bundle folder.
 
-    Formats are not chosen in the stack: ``save`` picks the first format whose
-    ``can_save`` says yes (or the one named), and ``load`` uses the one named in
-    the bundle manifest.
+    Formats are not chosen in the stack. ``save`` uses the format named by the
+    caller (``format=`` / ``--format``, which wins and skips ``can_save``), or
+    else asks every installed format's ``can_save`` in order of decreasing
+    ``priority`` (ties by name) and takes the first that says yes. ``load`` uses
+    the format named in the bundle manifest.
     """
 
     #: Name recorded in the manifest's ``format`` field.
     name: str = ""
 
+    #: Order of the automatic choice: higher is asked first. A format for one
+    #: framework's own types uses 0 or more (a narrower type, e.g. XGBoost's
+    #: scikit-learn wrappers, above a broader one, e.g. every scikit-learn
+    #: estimator); a catch-all like cloudpickle uses a negative number.
+    priority: int = 0
+
     @abc.abstractmethod
-    def can_save(self, model: Any) -> bool: ...
+    def can_save(self, model: Any) -> bool:
+        """True if ``save`` can write ``model`` (the automatic choice); must not import heavy modules
+        that the model's own framework has not already imported (check ``sys.modules`` first)."""
 
     @abc.abstractmethod
     def save(self, model: Any, directory: Path) -> Sequence[str]:
@@ -340,5 +351,18 @@ class ModelFormat(abc.ABC):
         """Load the model. Called only after every file hash has been verified."""
 
     def imported_modules(self, directory: Path) -> set[str]:
-        """Top-level modules the saved model needs (for requirement pinning); empty if unknown."""
+        """Top-level modules the saved model needs at run time (empty if unknown).
+
+        They are pinned to the installed distributions in the manifest's
+        ``requirements``, which image builders install: this is how a format
+        declares its runtime (e.g. ``{"onnxruntime", "numpy"}``).
+        """
         return set()
+
+    def signature(self, directory: Path) -> "Signature | None":
+        """The V2 signature the saved files themselves declare (an ONNX graph's inputs and outputs), or None.
+
+        Called by ``save_bundle`` after ``save`` when the caller gave no signature;
+        a signature from the model's own files wins over one inferred from an example.
+        """
+        return None

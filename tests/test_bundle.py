@@ -100,7 +100,8 @@ def test_tampered_payload_is_refused_before_unpickling(tmp_path):
 
 def test_truncated_extra_and_missing_files_are_refused(tmp_path):
     model, X = _iris_model()
-    mlops_core.save_bundle(model, tmp_path / "b")
+    # cloudpickle named: with a scikit-learn format plugin installed the automatic choice would differ
+    mlops_core.save_bundle(model, tmp_path / "b", format="cloudpickle")
     payload = tmp_path / "b" / "model.pkl"
     original = payload.read_bytes()
     payload.write_bytes(original[:-3])

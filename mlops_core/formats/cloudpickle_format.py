@@ -67,6 +67,8 @@ class CloudpickleFormat(ModelFormat):
     """Pickles the whole object by value where needed, so notebooks' ad-hoc classes survive."""
 
     name = "cloudpickle"
+    #: The catch-all: asked last, after every framework's own format.
+    priority = -100
 
     def can_save(self, model: Any) -> bool:
         return callable(getattr(model, "predict", None)) or callable(model)

@@ -38,8 +38,10 @@ class FormatSuite(ConformanceSuite):
 
     CAPABILITIES: ClassVar[dict[str, str]] = {
         "rejects_foreign_objects": "says can_save(...) is False for objects it cannot save (a plain object())",
+        "describes_signature": "signature(directory) reads the V2 signature from the saved files (e.g. an ONNX graph)",
     }
     rejects_foreign_objects = True
+    describes_signature = False
 
     @pytest.fixture
     def model(self) -> Any:
@@ -114,6 +116,42 @@ class FormatSuite(ConformanceSuite):
         victim.write_bytes(bytes(data))
         with pytest.raises(IntegrityError):
             load_bundle(info.path, plugins=pm)
+
+    def test_priority_is_an_integer(self, backend: ModelFormat) -> None:
+        assert isinstance(backend.priority, int) and not isinstance(backend.priority, bool)
+
+    def test_signature_from_the_saved_files(self, backend: ModelFormat, model: Any, tmp_path: Path) -> None:
+        from ...entities import Signature
+
+        backend.save(model, tmp_path)
+        sig = backend.signature(tmp_path)
+        if not self.describes_signature:
+            assert sig is None or isinstance(sig, Signature)
+            return
+        assert isinstance(sig, Signature), "describes_signature: signature(directory) must return a Signature"
+        assert sig.inputs and sig.outputs, "a described signature names at least one input and one output"
+        assert len({t.name for t in sig.inputs}) == len(sig.inputs), "input names must be unique"
+
+    def test_bundle_records_a_signature(self, backend: ModelFormat, model: Any, example: Any,
+                                        tmp_path: Path) -> None:
+        """save_bundle with an example records a signature: the format's own, else one inferred from the example."""
+        from ...bundle import load_bundle, save_bundle
+        from ...plugins import PluginManager, hookimpl
+
+        class _Provider:
+            @hookimpl
+            def mlops_register_backends(self, backends: Any) -> None:
+                backends.add_format(backend.name, lambda config, context: backend)
+
+        pm = PluginManager(autoload=False)
+        pm.register(_Provider(), name="kit-format")
+        info = save_bundle(model, tmp_path / "bundle", format=backend.name, example=example, plugins=pm)
+        sig = info.signature
+        assert sig is not None and sig.inputs and sig.outputs
+        if self.describes_signature:
+            assert sig == backend.signature(info.path)
+        loaded = load_bundle(info.path, plugins=pm)
+        assert loaded.signature == sig
 
     def test_load_of_missing_files_is_an_error(self, backend: ModelFormat, tmp_path: Path) -> None:
         with pytest.raises((MlopsError, OSError, EOFError, ValueError)):

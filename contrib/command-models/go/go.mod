@@ -1,0 +1,3 @@
+module example.com/mlops-go-model
+
+go 1.19

@@ -40,7 +40,8 @@ from .registry import INDEX_TYPES, PushStats, RegistryClient, client_for
 from .wheels import (BOOT_SCRIPT, TargetPlatform, WheelSet, ZipPool, normalize_name, requirement_set,
                      resolve_wheels, runtime_tree, wheel_tree)
 
-__all__ = ["OciImageBuilder", "push_image", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX"]
+__all__ = ["OciImageBuilder", "push_image", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX",
+           "check_base_platform", "image_created"]
 
 log = logging.getLogger("mlops_oci")
 
@@ -94,6 +95,34 @@ def _pick_platform(index: Mapping[str, Any], platform: str, name: str) -> dict[s
     return candidates[0]
 
 
+def _config_platform(config: Mapping[str, Any]) -> str:
+    out = f"{config.get('os', 'linux')}/{config.get('architecture', 'amd64')}"
+    return out + (f"/{config['variant']}" if config.get("variant") else "")
+
+
+def check_base_platform(config: Mapping[str, Any], platform: str, name: str) -> None:
+    """Refuse a single-platform base of another platform than the build's (wheels and config would disagree)."""
+    os_name, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    if config.get("os", "linux") != os_name or config.get("architecture", "amd64") != arch or \
+            (variant and config.get("variant") and config.get("variant") != variant):
+        have = _config_platform(config)
+        raise InvalidInputError(
+            f"the base image {name} is {have}, but the build targets {platform}",
+            hint=f"set the builder's platform = \"{have}\", or use a base that offers {platform} "
+                 f"(an image index with a {platform} entry)")
+
+
+def _base_display_name(spec: str) -> str:
+    """How the image records its base: a registry reference as given; a local layout by its tag, not its path
+    (the same base copied elsewhere, or cached under another user's home, must give the same digest)."""
+    if not spec.startswith("oci:"):
+        return spec
+    body = spec[len("oci:"):]
+    tag = body.rsplit(":", 1)[1] if ":" in Path(body).name else ""
+    return f"oci-layout:{tag or 'default'}"
+
+
 def _load_layout_base(spec: str, platform: str, store: BlobStore) -> BaseImage:
     from .layers import read_layout
 
@@ -121,7 +150,8 @@ def _load_layout_base(spec: str, platform: str, store: BlobStore) -> BaseImage:
         raw = blob(digest)
         doc = json.loads(raw)
     config = json.loads(blob(doc["config"]["digest"]))
-    return BaseImage(name=spec, digest=digest, manifest=doc, config=config, layout_blobs=blobs)
+    check_base_platform(config, platform, spec)
+    return BaseImage(name=_base_display_name(spec), digest=digest, manifest=doc, config=config, layout_blobs=blobs)
 
 
 def load_base(spec: str, platform: str, store: BlobStore, cache: Path, client_kwargs: Mapping[str, Any]) -> BaseImage:
@@ -159,6 +189,7 @@ def load_base(spec: str, platform: str, store: BlobStore, cache: Path, client_kw
     finally:
         client.close()
     config = json.loads(store.read_bytes(doc["config"]["digest"]))
+    check_base_platform(config, platform, spec)
     return BaseImage(name=spec, digest=digest, manifest=doc, config=config, registry=ref)
 
 
@@ -216,11 +247,38 @@ class ImagePlan:
     labels: Mapping[str, str]
     user: str
     port: int
+    created: str = "1970-01-01T00:00:00Z"
+    healthcheck: tuple[str, ...] = ()
     workdir: str = "/" + ROOT
 
 
 def _iso(epoch: int) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_created(bundle_manifest: Mapping[str, Any]) -> str:
+    """The image's ``created``: ``$SOURCE_DATE_EPOCH`` when set, else when the bundle was saved.
+
+    Both are inputs of the build, so equal inputs keep giving equal digests, and the
+    time is a real one (not 1970) unless the builder is told otherwise.
+    """
+    import os
+
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        return _iso(source_date_epoch())
+    raw = str(bundle_manifest.get("created_at") or "")
+    try:
+        when = _dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return _iso(0)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return _iso(int(when.timestamp()))
+
+
+#: The image's HEALTHCHECK interval, timeout and start period (the model may take a while to load).
+HEALTHCHECK_TIMING = {"Interval": 10_000_000_000, "Timeout": 5_000_000_000, "StartPeriod": 120_000_000_000,
+                      "Retries": 3}
 
 
 def _format_distribution(fmt: str) -> str | None:
@@ -281,13 +339,14 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
     for entry in manifest["files"]:
         bundle.add_file(f"{ROOT}/bundle/{entry['path']}", bundle_dir / entry["path"], executable=False)
 
-    epoch = source_date_epoch()
+    created = image_created(manifest)
+    healthcheck = (cfg.python, "-s", f"/{ROOT}/boot.py", "--healthcheck")
     labels = {
         "org.opencontainers.image.title": version.model,
         "org.opencontainers.image.version": str(version.version),
         "org.opencontainers.image.description":
             f"{version.model} version {version.version}, served over the Open Inference Protocol V2",
-        "org.opencontainers.image.created": _iso(epoch),
+        "org.opencontainers.image.created": created,
         "org.opencontainers.image.revision": bundle_digest,
         "org.opencontainers.image.base.name": base_name,
         f"{LABEL_PREFIX}.model.name": version.model,
@@ -296,6 +355,8 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
         f"{LABEL_PREFIX}.model.format": manifest["format"],
         f"{LABEL_PREFIX}.bundle.digest": bundle_digest,
         f"{LABEL_PREFIX}.runtime": ",".join(f"{k}=={v}" for k, v in sorted(versions.items())),
+        # podman reads HEALTHCHECK only from Docker-format configs; the container deployer reads this label.
+        f"{LABEL_PREFIX}.healthcheck": json.dumps(list(healthcheck)),
     }
     if base_digest:
         labels["org.opencontainers.image.base.digest"] = base_digest
@@ -313,7 +374,7 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
         model=version.model, version=version.version, bundle_digest=bundle_digest, python_version=py,
         requirements=tuple(str(r) for r in reqs), wheels=wheels, runtime_versions=versions,
         deps=deps, runtime=runtime, bundle=bundle, entrypoint=entrypoint, cmd=("--port", str(cfg.port)),
-        env=env, labels=labels, user=cfg.user, port=cfg.port,
+        env=env, labels=labels, user=cfg.user, port=cfg.port, created=created, healthcheck=healthcheck,
     )
     return plan, pool
 
@@ -374,7 +435,14 @@ class OciImageBuilder(ImageBuilder):
         return ImageReference.parse(f"{self.config.repository.rstrip('/')}/{version.model.lower()}:{tag}")
 
     def _layer(self, kind: str, key: str, tree: FileTree, progress: Progress, comment: str) -> tuple[Layer, bool]:
-        """The layer for ``key`` from the cache, or written now. Returns (layer, from_cache)."""
+        """The layer for ``key`` from the cache, or written now. Returns (layer, from_cache).
+
+        The cache key also holds everything else that changes the layer's bytes: the file
+        times (``SOURCE_DATE_EPOCH``), the platform and the compression level.
+        """
+        mtime = source_date_epoch()
+        key = _key({"k": key, "mtime": mtime, "platform": self.config.platform, "gz": self.config.compression_level,
+                    "comment": comment})
         record = self.cache / "layers" / f"{kind}-{key}.json"
         if record.is_file():
             try:
@@ -384,8 +452,8 @@ class OciImageBuilder(ImageBuilder):
             except (ValueError, TypeError):
                 pass
         progress.start(f"layer {kind}", tree.total_size())
-        layer = write_layer(tree, self.store, compresslevel=self.config.compression_level, comment=comment,
-                            on_bytes=progress.advance)
+        layer = write_layer(tree, self.store, mtime=mtime, compresslevel=self.config.compression_level,
+                            comment=comment, on_bytes=progress.advance)
         progress.done(f"{len(tree)} files, {human_bytes(tree.total_size())} -> {human_bytes(layer.size)} gzip")
         record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_suffix(".tmp")
@@ -504,7 +572,7 @@ def _key(data: Any) -> str:
 
 def image_config(base: BaseImage, plan: ImagePlan, layers: list[Layer]) -> dict[str, Any]:
     """The image config: the base's, with our layers, entrypoint, user, env and labels."""
-    created = _iso(source_date_epoch())
+    created = plan.created
     base_cfg = dict(base.config.get("config") or {})
     env = base.env
     env.update(plan.env)
@@ -521,6 +589,8 @@ def image_config(base: BaseImage, plan: ImagePlan, layers: list[Layer]) -> dict[
         "ExposedPorts": {f"{plan.port}/tcp": {}},
         "StopSignal": "SIGTERM",
     })
+    if plan.healthcheck:
+        runtime_cfg["Healthcheck"] = {"Test": ["CMD", *plan.healthcheck], **HEALTHCHECK_TIMING}
     history = list(base.config.get("history") or [])
     history += [{"created": created, "created_by": layer.comment or "mlops-oci"} for layer in layers]
     doc: dict[str, Any] = {

@@ -310,7 +310,7 @@ def podman_service(registry: Registry, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def python_base(registry: Registry) -> str:
-    """A runnable Debian bookworm + python3 base (debootstrap, cached under ~/.cache/mlops-core-tests) in the registry."""
+    """A runnable Debian bookworm + python3 base (debootstrap, in the shared base cache, see mlops_oci.localbase) in the registry."""
     need("debootstrap", "debootstrap")
     skopeo = need("skopeo", "skopeo")
     if os.geteuid() != 0:

@@ -546,7 +546,8 @@ def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, 
     manifest = json.loads(manifest_bytes)
     base_digests = {d["digest"] for d in (base.layers if base else [])}
     mount_from = base.registry.repository if (base and base.registry and base.registry.registry == target.registry) else None
-    client = client_for(target, **client_kwargs)
+    # Upload sessions in flight (so a killed push resumes) and which repository got each blob (mounts).
+    client = client_for(target, **{"state_dir": store.root.parent / "registry-state", **client_kwargs})
     try:
         blobs = manifest["layers"] + [manifest["config"]]
         progress.start(f"push {target}", sum(int(b["size"]) for b in blobs))

@@ -41,7 +41,8 @@ from .wheels import (BOOT_SCRIPT, TargetPlatform, WheelSet, ZipPool, normalize_n
                      resolve_wheels, runtime_tree, wheel_tree)
 
 __all__ = ["OciImageBuilder", "push_image", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX",
-           "check_base_platform", "image_created"]
+           "check_base_platform", "image_created",
+           "registry_client_kwargs"]
 
 log = logging.getLogger("mlops_oci")
 
@@ -415,14 +416,7 @@ class OciImageBuilder(ImageBuilder):
 
     # registry settings shared by base fetches and pushes
     def _client_kwargs(self) -> dict[str, Any]:
-        verify: bool | str = self.config.tls_verify
-        if verify.lower() in ("true", "1", "yes"):
-            verify = True
-        elif verify.lower() in ("false", "0", "no"):
-            verify = False
-        return {"username": self.config.username, "password": self.config.password,
-                "plain_http": self.config.plain_http, "retries": self.config.retries,
-                "chunk_size": self.config.chunk_size, "verify": verify}
+        return registry_client_kwargs(self.config)
 
     def check(self) -> str:
         where = self.config.repository or "no push (layout on disk only)"
@@ -540,14 +534,19 @@ class OciImageBuilder(ImageBuilder):
 
 
 def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, client_kwargs: Mapping[str, Any], *,
-               base: BaseImage | None = None, progress: Progress | None = None) -> PushStats:
-    """Push an image whose blobs are in ``store``; base layers are mounted when on the same registry."""
+               base: BaseImage | None = None, progress: Progress | None = None,
+               state_dir: Path | None = None) -> PushStats:
+    """Push an image whose blobs are in ``store``; base layers are mounted when on the same registry.
+
+    ``state_dir`` (default: next to the store) keeps the upload sessions in flight, so a
+    killed push resumes, and which repository got each blob, for mounts.
+    """
     progress = progress or Progress()
     manifest = json.loads(manifest_bytes)
     base_digests = {d["digest"] for d in (base.layers if base else [])}
     mount_from = base.registry.repository if (base and base.registry and base.registry.registry == target.registry) else None
     # Upload sessions in flight (so a killed push resumes) and which repository got each blob (mounts).
-    client = client_for(target, **{"state_dir": store.root.parent / "registry-state", **client_kwargs})
+    client = client_for(target, **{"state_dir": state_dir or store.root.parent / "registry-state", **client_kwargs})
     try:
         blobs = manifest["layers"] + [manifest["config"]]
         progress.start(f"push {target}", sum(int(b["size"]) for b in blobs))
@@ -563,6 +562,17 @@ def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, 
         return stats
     finally:
         client.close()
+
+
+def registry_client_kwargs(config: OciBuilderConfig) -> dict[str, Any]:
+    """The registry client's settings from the ``oci`` builder's (credentials, plain_http, TLS, retries)."""
+    verify: bool | str = config.tls_verify
+    if verify.lower() in ("true", "1", "yes"):
+        verify = True
+    elif verify.lower() in ("false", "0", "no"):
+        verify = False
+    return {"username": config.username, "password": config.password, "plain_http": config.plain_http,
+            "retries": config.retries, "chunk_size": config.chunk_size, "verify": verify}
 
 
 def _key(data: Any) -> str:

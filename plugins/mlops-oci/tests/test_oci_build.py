@@ -49,7 +49,11 @@ def test_pushed_image_is_accepted_by_skopeo_with_labels_user_and_entrypoint(buil
     labels = info["Labels"]
     assert labels["org.opencontainers.image.title"] == "doubler"
     assert labels["org.opencontainers.image.version"] == "1"
-    assert labels["org.opencontainers.image.created"] == "1970-01-01T00:00:00Z"
+    # A real time: when the bundle was saved (SOURCE_DATE_EPOCH is unset here), the same in config and label.
+    saved = built["stack"].home / "cache" / "bundles" / version.artifact.digest.replace(":", "-") / "manifest.json"
+    created_at = json.loads(saved.read_text())["created_at"]
+    assert labels["org.opencontainers.image.created"] == created_at[:19] + "Z"
+    assert skopeo_inspect(image.reference, config=True)["created"] == created_at[:19] + "Z"
     assert labels["io.mlops.model.name"] == "doubler" and labels["io.mlops.model.version"] == "1"
     assert labels["io.mlops.bundle.digest"] == version.artifact.digest
     assert labels["org.opencontainers.image.base.name"].endswith("/base/tiny:1")
@@ -60,6 +64,13 @@ def test_pushed_image_is_accepted_by_skopeo_with_labels_user_and_entrypoint(buil
     assert config["config"]["Entrypoint"][3:] == ["--bundle", "/opt/mlops/bundle", "--name", "doubler",
                                                   "--model-version", "1", "--host", "0.0.0.0"]
     assert config["config"]["Cmd"] == ["--port", "8080"]
+    # skopeo's OCI config type has no Healthcheck field: read the raw config blob the registry serves.
+    from mlops_oci.registry import RegistryClient
+
+    raw_manifest = skopeo_inspect(image.reference, raw=True)
+    raw_config = json.loads(RegistryClient(registry.host).get_blob("models/doubler", raw_manifest["config"]["digest"]))
+    assert raw_config["config"]["Healthcheck"]["Test"] == ["CMD", "python3", "-s", "/opt/mlops/boot.py",
+                                                           "--healthcheck"]
     assert "PYTHON_VERSION=3.11.9" in config["config"]["Env"]  # the base's env is kept
     assert config["architecture"] == "amd64"  # the amd64 entry of the base's index
     assert len(config["rootfs"]["diff_ids"]) == 4  # base + deps + runtime + bundle

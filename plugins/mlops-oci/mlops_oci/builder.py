@@ -428,15 +428,19 @@ class OciImageBuilder(ImageBuilder):
         tag = self.config.tag.format(version=version.version, model=version.model)
         return ImageReference.parse(f"{self.config.repository.rstrip('/')}/{version.model.lower()}:{tag}")
 
-    def _layer(self, kind: str, key: str, tree: FileTree, progress: Progress, comment: str) -> tuple[Layer, bool]:
+    def _layer(self, kind: str, key: str, tree: FileTree, progress: Progress, comment: str,
+               python_version: str | None = None) -> tuple[Layer, bool]:
         """The layer for ``key`` from the cache, or written now. Returns (layer, from_cache).
 
         The cache key also holds everything else that changes the layer's bytes: the file
         times (``SOURCE_DATE_EPOCH``), the platform and the compression level.
         """
+        from .bytecode import COMPILER_ID, can_compile_for, compile_tree
+
         mtime = source_date_epoch()
+        compile_py = bool(python_version and self.config.compile_bytecode and can_compile_for(python_version))
         key = _key({"k": key, "mtime": mtime, "platform": self.config.platform, "gz": self.config.compression_level,
-                    "comment": comment})
+                    "comment": comment, "pyc": COMPILER_ID if compile_py else None})
         record = self.cache / "layers" / f"{kind}-{key}.json"
         if record.is_file():
             try:
@@ -445,6 +449,10 @@ class OciImageBuilder(ImageBuilder):
                     return layer, True
             except (ValueError, TypeError):
                 pass
+        if python_version and self.config.compile_bytecode:
+            progress.start(f"bytecode {kind}")
+            added = compile_tree(tree, python_version)
+            progress.done(f"{added} .pyc files")
         progress.start(f"layer {kind}", tree.total_size())
         layer = write_layer(tree, self.store, mtime=mtime, compresslevel=self.config.compression_level,
                             comment=comment, on_bytes=progress.advance)
@@ -475,12 +483,14 @@ class OciImageBuilder(ImageBuilder):
         try:
             wheel_key = _key({"v": _LAYER_FORMAT, "wheels": [[p.name, h] for p, h in zip(plan.wheels.wheels, plan.wheels.hashes)]})
             deps, deps_cached = self._layer("deps", wheel_key, plan.deps, progress,
-                                            f"mlops-oci: {len(plan.wheels.wheels)} Python packages")
+                                            f"mlops-oci: {len(plan.wheels.wheels)} Python packages",
+                                            python_version=plan.python_version)
         finally:
             pool.close()
         runtime, runtime_cached = self._layer("runtime", _key({"v": _LAYER_FORMAT, "t": plan.runtime.fingerprint()}),
                                               plan.runtime, progress, "mlops-oci: runtime " +
-                                              ", ".join(f"{k} {v}" for k, v in sorted(plan.runtime_versions.items())))
+                                              ", ".join(f"{k} {v}" for k, v in sorted(plan.runtime_versions.items())),
+                                              python_version=plan.python_version)
         bundle, bundle_cached = self._layer("bundle", _key({"v": _LAYER_FORMAT, "bundle": plan.bundle_digest,
                                                             "t": [(e.path, e.size) for e in plan.bundle.entries()]}),
                                             plan.bundle, progress, f"mlops-oci: bundle {plan.bundle_digest}")

@@ -76,6 +76,9 @@ class ImageContentConfig:
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
     #: Progress on stderr: None = when stderr is a terminal.
     progress: bool | None = attrs.field(default=None, converter=_to_bool)
+    #: Compile the deps and runtime layers' Python files to bytecode at build time (faster container
+    #: starts; needs a build Python of the image's MAJOR.MINOR, else it is skipped with a warning).
+    compile_bytecode: bool = attrs.field(default=True, converter=lambda v: True if v is None else bool(_to_bool(v)))
 
 
 @attrs.frozen

@@ -119,6 +119,10 @@ class DockerfileBuilder(ImageBuilder):
         progress.start("write build context")
         try:
             for name, tree in (("deps", plan.deps), ("runtime", plan.runtime), ("bundle", plan.bundle)):
+                if name != "bundle" and self.config.compile_bytecode:
+                    from .bytecode import compile_tree
+
+                    compile_tree(tree, plan.python_version)
                 (tmp / "layers" / name).mkdir(parents=True)
                 materialize(tree, tmp / "layers" / name)
             dockerfile = render_dockerfile(self.config.base, plan)

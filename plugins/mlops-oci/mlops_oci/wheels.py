@@ -385,7 +385,7 @@ if sys.argv[1:2] == ["--healthcheck"]:
     import urllib.request
     try:
         with open("/proc/1/cmdline", "rb") as f:
-            args = f.read().decode().split("\0")
+            args = f.read().decode().split("\\0")
         port = args[args.index("--port") + 1] if "--port" in args else "8080"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as resp:
             sys.exit(0 if resp.status == 200 else 1)

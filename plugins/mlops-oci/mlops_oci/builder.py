@@ -17,6 +17,7 @@ what changed, and a push skips every blob the registry already has.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import re
@@ -392,6 +393,8 @@ class BuildReport:
     wheels: int = 0
     pip_ran: bool = False
     push: PushStats | None = None
+    #: The SBOM: its artifact manifest digest, file in the layout and component count (None: sbom off).
+    sbom: dict[str, Any] | None = None
     seconds: float = 0.0
     steps: list[tuple[str, float, str]] = attrs.field(factory=list)
 
@@ -519,10 +522,17 @@ class OciImageBuilder(ImageBuilder):
                               [config_digest] + [d["digest"] for d in manifest_doc["layers"]], ref_name=tag)
         progress.done(str(layout))
 
+        referrers: list[bytes] = []
+        if cfg.sbom:
+            progress.start("sbom")
+            artifact, report.sbom = self._sbom(version, plan, base, digest, manifest_bytes, layout)
+            referrers.append(artifact)
+            progress.done(f"{report.sbom['components']} components")
+
         reference = f"{version.model.lower()}:{tag}"
         if push:
             assert target is not None
-            stats = self.push(manifest_bytes, target, base=base, progress=progress)
+            stats = self.push(manifest_bytes, target, base=base, progress=progress, referrers=referrers)
             report.push = stats
             reference = str(target)
         size = len(config_bytes) + sum(int(d["size"]) for d in manifest_doc["layers"])
@@ -537,15 +547,40 @@ class OciImageBuilder(ImageBuilder):
         self.last_report = report
         return ImageRef(reference=reference, digest=digest, layout=str(layout), size=size, labels=plan.labels)
 
+    def _sbom(self, version: ModelVersion, plan: ImagePlan, base: BaseImage, digest: str, manifest_bytes: bytes,
+              layout: Path) -> tuple[bytes, dict[str, Any]]:
+        """The image's SBOM: written into the layout as ``sbom.cdx.json``; (artifact manifest, report entry)."""
+        from ._version import __version__
+        from .sbom import cyclonedx_sbom, dpkg_packages, sbom_manifest
+
+        memo = self.cache / "sbom" / f"dpkg-{base.digest.split(':', 1)[1]}.json"
+        try:
+            debs = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            debs = dpkg_packages(self.store.path(d["digest"]) for d in base.layers)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(".tmp")
+            tmp.write_text(json.dumps(debs))
+            tmp.replace(memo)
+        sbom = cyclonedx_sbom(image_name=version.model, image_version=str(version.version), image_digest=digest,
+                              created=plan.created, wheels=zip(plan.wheels.wheels, plan.wheels.hashes),
+                              runtime=plan.runtime_versions, debs=debs, tool_version=__version__)
+        (layout / "sbom.cdx.json").write_bytes(sbom)
+        artifact = sbom_manifest(self.store, sbom, {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest,
+                                                    "size": len(manifest_bytes)}, plan.created)
+        entry = {"digest": "sha256:" + __import__("hashlib").sha256(artifact).hexdigest(),
+                 "file": str(layout / "sbom.cdx.json"), "components": len(json.loads(sbom)["components"])}
+        return artifact, entry
+
     def push(self, manifest_bytes: bytes, target: ImageReference, *, base: BaseImage | None = None,
-             progress: Progress | None = None) -> PushStats:
+             progress: Progress | None = None, referrers: list[bytes] | None = None) -> PushStats:
         return push_image(self.store, manifest_bytes, target, self._client_kwargs(), base=base,
-                          progress=progress or Progress(self.config.progress))
+                          progress=progress or Progress(self.config.progress), referrers=referrers)
 
 
 def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, client_kwargs: Mapping[str, Any], *,
                base: BaseImage | None = None, progress: Progress | None = None,
-               state_dir: Path | None = None) -> PushStats:
+               state_dir: Path | None = None, referrers: list[bytes] | None = None) -> PushStats:
     """Push an image whose blobs are in ``store``; base layers are mounted when on the same registry.
 
     ``state_dir`` (default: next to the store) keeps the upload sessions in flight, so a
@@ -566,6 +601,15 @@ def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, 
             client.push_blob(target.repository, digest, opener, int(desc["size"]),
                              mount_from=mount_from if digest in base_digests else None, on_bytes=progress.advance)
         client.put_manifest(target.repository, target.reference, manifest_bytes, MANIFEST_MEDIA_TYPE)
+        subject = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        for artifact in referrers or []:
+            from .sbom import attach_referrer
+
+            doc = json.loads(artifact)
+            for desc in [doc["config"], *doc["layers"]]:
+                client.push_blob(target.repository, desc["digest"], lambda d=desc["digest"]: open(store.path(d), "rb"),
+                                 int(desc["size"]))
+            attach_referrer(client, target.repository, artifact, subject)
         stats = client.stats
         progress.done(f"{len(stats.uploaded)} uploaded ({human_bytes(stats.bytes_uploaded)}), "
                       f"{len(stats.existing)} already there, {len(stats.mounted)} mounted")
@@ -586,8 +630,6 @@ def registry_client_kwargs(config: OciBuilderConfig) -> dict[str, Any]:
 
 
 def _key(data: Any) -> str:
-    import hashlib
-
     return hashlib.sha256(canonical_json(data)).hexdigest()[:40]
 
 

@@ -99,6 +99,8 @@ class OciBuilderConfig(ImageContentConfig):
     plain_http: bool | None = attrs.field(default=None, converter=_to_bool)
     #: TLS verification: true, false, or a CA bundle path.
     tls_verify: str = "true"
+    #: Write a CycloneDX SBOM of the image (into the layout, and pushed as an OCI referrer of the image).
+    sbom: bool = attrs.field(default=True, converter=lambda v: True if v is None else bool(_to_bool(v)))
     retries: int = attrs.field(default=4, converter=int)
     chunk_size: int = attrs.field(default=16 << 20, converter=int)
 

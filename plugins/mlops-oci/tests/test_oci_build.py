@@ -135,9 +135,15 @@ def test_model_only_change_reuses_and_does_not_reupload_deps_and_runtime(built: 
     assert second["runtime"]["digest"] == first["runtime"]["digest"] and second["runtime"]["cached"]
     assert second["bundle"]["digest"] != first["bundle"]["digest"] and not second["bundle"]["cached"]
     new_uploads = registry.completed_uploads("models/doubler")[len(uploads_before):]
-    # Counted by the registry itself: only the new bundle layer and the new config were uploaded.
+    # Counted by the registry itself: only the new bundle layer and the new config were uploaded...
     assert first["deps"]["digest"] not in new_uploads and first["runtime"]["digest"] not in new_uploads
-    assert len(new_uploads) == 2 and second["bundle"]["digest"] in new_uploads
+    # ... and the new image's SBOM (a referrer of the image; its empty config blob was there already).
+    import hashlib
+
+    sbom_blob = "sha256:" + hashlib.sha256(Path(image.layout, "sbom.cdx.json").read_bytes()).hexdigest()
+    blobs = Path(image.layout, "blobs", "sha256")
+    manifest = json.loads((blobs / image.digest.split(":")[1]).read_bytes())
+    assert sorted(new_uploads) == sorted([second["bundle"]["digest"], manifest["config"]["digest"], sbom_blob])
     assert report.push.uploaded == new_uploads
     assert first["deps"]["digest"] in report.push.existing
     assert skopeo_inspect(image.reference)["Labels"]["io.mlops.model.version"] == "2"
@@ -216,3 +222,43 @@ def test_progress_is_drawn_only_on_a_terminal() -> None:
         p.done("ok")
     assert quiet.getvalue() == ""
     assert "layer deps: ok" in tty.getvalue() and "\r" in tty.getvalue()
+
+
+def test_sbom_lists_the_installed_wheels_and_is_a_listed_referrer(built: dict[str, Any], registry: Any) -> None:
+    import gzip
+    import io
+    import tarfile
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from mlops_oci.registry import RegistryClient
+    from mlops_oci.sbom import referrers_tag
+
+    image, report = built["image"], built["report"]
+    sbom_bytes = Path(image.layout, "sbom.cdx.json").read_bytes()
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(sbom_bytes.decode()) is None  # the official schema
+    sbom = json.loads(sbom_bytes)
+    listed = {(c["name"], c["version"]) for c in sbom["components"]}
+    # What is really installed: every dist-info in the deps layer, read from the layer blob itself.
+    deps = next(l for l in report.layers if l["name"] == "deps")
+    blob = Path(image.layout, "blobs", "sha256", deps["digest"].split(":")[1]).read_bytes()
+    installed = set()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        for member in tar.getmembers():
+            if member.name.endswith(".dist-info/METADATA"):
+                meta = tar.extractfile(member).read().decode()
+                fields = dict(line.split(": ", 1) for line in meta.splitlines()[:5] if ": " in line)
+                from packaging.utils import canonicalize_name
+
+                installed.add((str(canonicalize_name(fields["Name"])), fields["Version"]))
+    assert installed and installed <= listed
+    assert "mlops-core" in {name for name, _ in listed}  # the runtime layer's distributions too
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == image.digest.split(":")[1]
+    # Pushed as a referrer of the image: the referrers tag's index lists it, and it holds the same SBOM.
+    index = skopeo_inspect(f"{registry.host}/models/doubler:{referrers_tag(image.digest)}", raw=True)
+    sboms = [m for m in index["manifests"] if m.get("artifactType") == "application/vnd.cyclonedx+json"]
+    assert [m["digest"] for m in sboms] == [report.sbom["digest"]]
+    artifact = skopeo_inspect(f"{registry.host}/models/doubler@{report.sbom['digest']}", raw=True)
+    assert artifact["subject"]["digest"] == image.digest
+    assert RegistryClient(registry.host).get_blob("models/doubler", artifact["layers"][0]["digest"]) == sbom_bytes

@@ -91,3 +91,29 @@ def test_two_concurrent_builders_of_one_base_share_the_result(tmp_path: Path) ->
     assert debootstrap_base_layout(cache) == layout
     index = json.loads((layout / "index.json").read_text())
     assert index["manifests"][0]["platform"]["os"] == "linux"
+
+
+@pytest.mark.slow
+def test_the_debootstrap_base_is_single_platform_and_its_dpkg_status_feeds_the_sbom() -> None:
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        pytest.skip("debootstrap and root are needed (apt-get install debootstrap)")
+    import platform as host_platform
+
+    from mlops_oci.sbom import dpkg_packages
+
+    layout = debootstrap_base_layout()
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    config = json.loads((layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]).read_text())
+    expected = {"x86_64": "amd64", "aarch64": "arm64"}.get(host_platform.machine())
+    assert config["architecture"] == index["manifests"][0]["platform"]["architecture"] == expected
+    layers = [layout / "blobs" / "sha256" / d["digest"].split(":")[1] for d in manifest["layers"]]
+    names = {p["name"] for p in dpkg_packages(layers)}
+    assert {"python3", "libc6", "dpkg"} <= names
+    # The volatile files that made two runs differ are gone.
+    import gzip
+    import tarfile
+
+    with gzip.open(layers[0]) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        members = {m.name.lstrip("./") for m in tar}
+    assert "var/cache/ldconfig/aux-cache" not in members and "etc/machine-id" not in members

@@ -53,7 +53,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mlops-pm-", dir="/tmp"))
     flags = ["--root", str(work / "storage"), "--runroot", str(work / "run"), "--storage-driver", "vfs",
              "--cgroup-manager", "cgroupfs", "--runtime", "runc"]
-    podman = lambda *a, check=True: subprocess.run(["podman", *flags, *a], check=check, capture_output=True, text=True)  # noqa: E731
+    def podman(*a: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(["podman", *flags, *a], capture_output=True, text=True)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"podman {' '.join(a)} failed: {done.stderr.strip()[-1500:]}")
+        return done
+
     try:
         x, y = load_iris(return_X_y=True)
         model = LogisticRegression(max_iter=500).fit(x, y)
@@ -73,7 +78,8 @@ def main() -> int:
             for _ in range(args.rounds):
                 port = free_port()
                 start = time.perf_counter()
-                cid = podman("run", "-d", "--network", "host", "--ulimit", "nofile=1024:1024", tag,
+                cid = podman("run", "-d", "--network", "host", "--ulimit", "nofile=1024:1024",
+                             "--ulimit", "nproc=1024:1024", tag,
                              "--port", str(port)).stdout.strip()
                 url = f"http://127.0.0.1:{port}/v2/models/iris/versions/1/ready"
                 while True:

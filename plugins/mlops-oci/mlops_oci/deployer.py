@@ -253,6 +253,8 @@ class ContainerDeployer(Deployer):
         direct = self._url(container)
         front_port = labels.get(f"{L}front-port")
         model, version = labels[f"{L}model"], int(labels[f"{L}version"])
+        probe_model = labels.get(f"{L}model.name", model)  # what the image serves (its labels, inherited)
+        probe_version = int(labels.get(f"{L}model.version", version))
         url = direct
         if front_port and container.status == "running" and direct:
             if self._front(name).call("ping") is None:  # the front died (a reboot): start it again, same port
@@ -261,7 +263,7 @@ class ContainerDeployer(Deployer):
         prev = labels.get(f"{L}previous-version")
         return Deployment(
             name=name, model=model, version=version,
-            backend=self.context.name, state=self._state(container, direct, model, version), url=url,
+            backend=self.context.name, state=self._state(container, direct, probe_model, probe_version), url=url,
             previous_version=int(prev) if prev else None,
             created_at=_parse_time(labels.get(f"{L}created-at")), updated_at=_parse_time(labels.get(f"{L}updated-at")),
             details={"container": container.name, "container_id": container.id[:12], "image": labels.get(f"{L}image", ""),
@@ -384,7 +386,11 @@ class ContainerDeployer(Deployer):
             "ulimits": [docker.types.Ulimit(name=k, soft=int(v.split(":")[0]), hard=int(v.split(":")[-1]))
                         for k, v in self.config.ulimits.items()],
         }
-        healthcheck = self._healthcheck(image)
+        image_labels = self._image_labels(image)
+        healthcheck = self._healthcheck(image_labels)
+        # The readiness probe asks for the model version the image serves (its labels say which).
+        served_model = image_labels.get(f"{L}model.name", spec.model)
+        served_version = int(image_labels.get(f"{L}model.version", spec.version))
         if healthcheck:
             kwargs["healthcheck"] = healthcheck
         if self.config.network_mode == "host":
@@ -406,7 +412,7 @@ class ContainerDeployer(Deployer):
             with engine_errors(f"starting {image}"):
                 raise exc
         try:
-            self._wait_ready(container, spec.model, spec.version, wait)
+            self._wait_ready(container, served_model, served_version, wait)
             address = self._direct_address(container)
             assert address is not None
             # Switch: from here on the front sends every new request to the new container.
@@ -419,21 +425,22 @@ class ContainerDeployer(Deployer):
             self._remove(c)
         return self._to_deployment(container)
 
-    def _healthcheck(self, image: str) -> dict[str, Any] | None:
+    def _image_labels(self, image: str) -> dict[str, str]:
+        import docker.errors
+
+        try:
+            with engine_errors(f"inspecting image {image}"):
+                return dict(self.client.images.get(image).labels or {})
+        except (NotFoundError, docker.errors.ImageNotFound):
+            return {}
+
+    @staticmethod
+    def _healthcheck(labels: dict[str, str]) -> dict[str, Any] | None:
         """The image's health check (from its ``io.mlops.healthcheck`` label), for the engine's create call.
 
         Docker reads HEALTHCHECK from the image config, podman only from Docker-format
         images: passing it explicitly makes both run it.
         """
-        import docker.errors
-
-        try:
-            with engine_errors(f"inspecting image {image}"):
-                labels = self.client.images.get(image).labels or {}
-        except NotFoundError:
-            return None
-        except docker.errors.ImageNotFound:
-            return None
         raw = labels.get(f"{L}healthcheck")
         if not raw:
             return None

@@ -475,6 +475,9 @@ class OciImageBuilder(ImageBuilder):
             raise ConfigError("cannot push: the oci builder has no repository configured",
                               hint="set [builder] repository = \"REGISTRY/PATH\" in the stack file "
                                    "(or MLOPS_BUILDER__REPOSITORY)")
+        platforms = [p.strip() for p in cfg.platform.split(",") if p.strip()]
+        if len(platforms) > 1:
+            return self._build_index(version, Path(bundle_dir), platforms, target, push=push, started=started)
         report = BuildReport()
         kwargs = self._client_kwargs()
 
@@ -547,6 +550,80 @@ class OciImageBuilder(ImageBuilder):
         self.last_report = report
         return ImageRef(reference=reference, digest=digest, layout=str(layout), size=size, labels=plan.labels)
 
+    def _build_index(self, version: ModelVersion, bundle_dir: Path, platforms: list[str],
+                     target: ImageReference | None, *, push: bool, started: float) -> ImageRef:
+        """Several platforms: one image per platform (each from the base's entry for it), then an image index.
+
+        Every platform's image is exactly what a single-platform build makes (same cache,
+        same digest); the index lists them with their platforms, and is what the tag names.
+        """
+        import tempfile
+
+        from .layers import INDEX_MEDIA_TYPE
+
+        original, output = self.config, self.output
+        images: list[tuple[str, bytes, BuildReport]] = []
+        scratch = Path(tempfile.mkdtemp(prefix=".index-", dir=self.cache))
+        try:
+            self.output = scratch  # the platforms' own layouts are not kept: the index's layout holds them
+            for platform in platforms:
+                self.config = attrs.evolve(original, platform=platform, repository=None)
+                one = self.build(version, bundle_dir, push=False)
+                assert self.last_report is not None
+                images.append((platform, self.store.read_bytes(one.digest), self.last_report))
+        finally:
+            self.config, self.output = original, output
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        descriptors = []
+        blobs: list[str] = []
+        for platform, manifest_bytes, _ in images:
+            manifest = json.loads(manifest_bytes)
+            config = json.loads(self.store.read_bytes(manifest["config"]["digest"]))
+            plat = {"architecture": config["architecture"], "os": config["os"]}
+            if config.get("variant"):
+                plat["variant"] = config["variant"]
+            descriptors.append({"mediaType": MANIFEST_MEDIA_TYPE, "digest": "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(),
+                                "size": len(manifest_bytes), "platform": plat})
+            blobs += [manifest["config"]["digest"]] + [d["digest"] for d in manifest["layers"]]
+            blobs.append(descriptors[-1]["digest"])
+        index_bytes = canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": descriptors})
+        digest = self.store.put_bytes(index_bytes)
+        tag = target.tag if target else self.config.tag.format(version=version.version, model=version.model)
+        layout = write_layout(self.output / version.model / tag, self.store, index_bytes, blobs, ref_name=tag,
+                              media_type=INDEX_MEDIA_TYPE)
+        report = BuildReport(digest=digest, layout=str(layout), wheels=sum(r.wheels for _, _, r in images),
+                             pip_ran=any(r.pip_ran for _, _, r in images),
+                             layers=[{**l, "platform": p} for p, _, r in images for l in r.layers])
+        reference = f"{version.model.lower()}:{tag}"
+        if push:
+            assert target is not None
+            progress = Progress(self.config.progress)
+            client_kwargs = self._client_kwargs()
+            totals = PushStats()
+            for platform, manifest_bytes, one in images:
+                referrers = [self.store.read_bytes(one.sbom["digest"])] if one.sbom else []
+                stats = push_image(self.store, manifest_bytes,
+                                   target.with_digest("sha256:" + hashlib.sha256(manifest_bytes).hexdigest()),
+                                   client_kwargs, progress=progress, referrers=referrers)
+                for field in ("uploaded", "mounted", "existing"):
+                    getattr(totals, field).extend(getattr(stats, field))
+                totals.bytes_uploaded += stats.bytes_uploaded
+                totals.requests += stats.requests
+            client = client_for(target, **client_kwargs)
+            try:
+                client.put_manifest(target.repository, target.reference, index_bytes, INDEX_MEDIA_TYPE)
+            finally:
+                client.close()
+            report.push = totals
+            reference = str(target)
+        report.reference, report.seconds = reference, time.perf_counter() - started
+        self.last_report = report
+        labels = json.loads(self.store.read_bytes(json.loads(images[0][1])["config"]["digest"]))["config"]["Labels"]
+        size = len(index_bytes) + sum(len(m) for _, m, _ in images)
+        return ImageRef(reference=reference, digest=digest, layout=str(layout), size=size, labels=labels)
+
     def _sbom(self, version: ModelVersion, plan: ImagePlan, base: BaseImage, digest: str, manifest_bytes: bytes,
               layout: Path) -> tuple[bytes, dict[str, Any]]:
         """The image's SBOM: written into the layout as ``sbom.cdx.json``; (artifact manifest, report entry)."""
@@ -568,7 +645,8 @@ class OciImageBuilder(ImageBuilder):
         (layout / "sbom.cdx.json").write_bytes(sbom)
         artifact = sbom_manifest(self.store, sbom, {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest,
                                                     "size": len(manifest_bytes)}, plan.created)
-        entry = {"digest": "sha256:" + __import__("hashlib").sha256(artifact).hexdigest(),
+        self.store.put_bytes(artifact)
+        entry = {"digest": "sha256:" + hashlib.sha256(artifact).hexdigest(),
                  "file": str(layout / "sbom.cdx.json"), "components": len(json.loads(sbom)["components"])}
         return artifact, entry
 

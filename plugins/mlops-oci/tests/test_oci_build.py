@@ -262,3 +262,32 @@ def test_sbom_lists_the_installed_wheels_and_is_a_listed_referrer(built: dict[st
     artifact = skopeo_inspect(f"{registry.host}/models/doubler@{report.sbom['digest']}", raw=True)
     assert artifact["subject"]["digest"] == image.digest
     assert RegistryClient(registry.host).get_blob("models/doubler", artifact["layers"][0]["digest"]) == sbom_bytes
+
+
+def test_several_platforms_make_an_image_index(tmp_path: Path, registry: Any, tiny_base: str) -> None:
+    """The base offers amd64 and arm64: one build makes both images and an index (only amd64 can run here)."""
+    stack = _stack(tmp_path / "home", registry, tiny_base, platform="linux/amd64,linux/arm64")
+    version = api.register("multi", Doubler(), example=EXAMPLE, stack=stack)
+    image = api.build(version.uri, push=True, stack=stack)
+    index = skopeo_inspect(image.reference, raw=True)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+    from mlops_oci.registry import RegistryClient
+
+    assert RegistryClient(registry.host).get_manifest("models/multi", "v1")[2] == image.digest
+    arm = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--override-arch", "arm64",
+                          f"docker://{image.reference}"], check=True, capture_output=True, text=True)
+    assert json.loads(arm.stdout)["Architecture"] == "arm64"
+    arm_config = skopeo_inspect(f"{registry.host}/models/multi@{index['manifests'][1]['digest']}", config=True)
+    assert arm_config["architecture"] == "arm64"
+    # The layout on disk holds the index too, and every platform has its SBOM referrer.
+    layout_index = json.loads(Path(image.layout, "index.json").read_text())
+    assert layout_index["manifests"][0]["digest"] == image.digest
+    from mlops_oci.sbom import referrers_tag
+
+    for m in index["manifests"]:
+        refs = skopeo_inspect(f"{registry.host}/models/multi:{referrers_tag(m['digest'])}", raw=True)
+        assert [r["artifactType"] for r in refs["manifests"]] == ["application/vnd.cyclonedx+json"]
+    # Each platform's image is exactly what a single-platform build of that platform makes.
+    single = _stack(tmp_path / "home", registry, tiny_base, platform="linux/arm64")
+    assert api.build(version.uri, stack=single).digest == index["manifests"][1]["digest"]

@@ -395,6 +395,8 @@ class BuildReport:
     push: PushStats | None = None
     #: The SBOM: its artifact manifest digest, file in the layout and component count (None: sbom off).
     sbom: dict[str, Any] | None = None
+    #: The digest of the signature manifest (``sha256-<digest>.sig`` tag) when the push was signed.
+    signature: str | None = None
     seconds: float = 0.0
     steps: list[tuple[str, float, str]] = attrs.field(factory=list)
 
@@ -535,7 +537,9 @@ class OciImageBuilder(ImageBuilder):
         reference = f"{version.model.lower()}:{tag}"
         if push:
             assert target is not None
+            key = self._signing_key()
             stats = self.push(manifest_bytes, target, base=base, progress=progress, referrers=referrers)
+            report.signature = self._sign(target, digest, key)
             report.push = stats
             reference = str(target)
         size = len(config_bytes) + sum(int(d["size"]) for d in manifest_doc["layers"])
@@ -611,18 +615,39 @@ class OciImageBuilder(ImageBuilder):
                     getattr(totals, field).extend(getattr(stats, field))
                 totals.bytes_uploaded += stats.bytes_uploaded
                 totals.requests += stats.requests
+            key = self._signing_key()
             client = client_for(target, **client_kwargs)
             try:
                 client.put_manifest(target.repository, target.reference, index_bytes, INDEX_MEDIA_TYPE)
             finally:
                 client.close()
             report.push = totals
+            report.signature = self._sign(target, digest, key)
             reference = str(target)
         report.reference, report.seconds = reference, time.perf_counter() - started
         self.last_report = report
         labels = json.loads(self.store.read_bytes(json.loads(images[0][1])["config"]["digest"]))["config"]["Labels"]
         size = len(index_bytes) + sum(len(m) for _, m, _ in images)
         return ImageRef(reference=reference, digest=digest, layout=str(layout), size=size, labels=labels)
+
+    def _signing_key(self) -> Any:
+        """The configured signing key (loaded before the push, so a bad key fails before anything is sent)."""
+        if not self.config.signing_key:
+            return None
+        from .signing import load_signing_key
+
+        return load_signing_key(self.config.signing_key, self.config.signing_key_password)
+
+    def _sign(self, target: ImageReference, digest: str, key: Any) -> str | None:
+        if key is None:
+            return None
+        from .signing import sign_pushed_image
+
+        client = client_for(target, **self._client_kwargs())
+        try:
+            return sign_pushed_image(client, target.repository, digest, key)
+        finally:
+            client.close()
 
     def _sbom(self, version: ModelVersion, plan: ImagePlan, base: BaseImage, digest: str, manifest_bytes: bytes,
               layout: Path) -> tuple[bytes, dict[str, Any]]:

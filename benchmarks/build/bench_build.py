@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/build/bench_build.py [--skip-mlflow]
 
 Both build the same small scikit-learn model (LogisticRegression on iris) on the same
-locally made base (Debian bookworm + python3 by debootstrap, cached in
-~/.cache/mlops-core-tests; no public registry is reachable here):
+locally made base (Debian bookworm + python3 by debootstrap, in the shared base cache
+~/.cache/mlops-core/bases; no public registry is reachable here):
 
 * ours: ``mlops_core.api.build(..., push=True)`` with the ``oci`` builder, pushing to a
   local docker-registry. "cold" = empty wheel and layer cache under the stack home (pip's

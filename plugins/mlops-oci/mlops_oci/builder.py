@@ -17,6 +17,7 @@ what changed, and a push skips every blob the registry already has.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -41,7 +42,9 @@ from .registry import INDEX_TYPES, PushStats, RegistryClient, client_for
 from .wheels import (BOOT_SCRIPT, TargetPlatform, WheelSet, ZipPool, normalize_name, requirement_set,
                      resolve_wheels, runtime_tree, wheel_tree)
 
-__all__ = ["OciImageBuilder", "push_image", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX"]
+__all__ = ["OciImageBuilder", "push_image", "BaseImage", "ImagePlan", "BuildReport", "plan_image", "load_base", "LABEL_PREFIX",
+           "check_base_platform", "image_created",
+           "registry_client_kwargs"]
 
 log = logging.getLogger("mlops_oci")
 
@@ -95,6 +98,34 @@ def _pick_platform(index: Mapping[str, Any], platform: str, name: str) -> dict[s
     return candidates[0]
 
 
+def _config_platform(config: Mapping[str, Any]) -> str:
+    out = f"{config.get('os', 'linux')}/{config.get('architecture', 'amd64')}"
+    return out + (f"/{config['variant']}" if config.get("variant") else "")
+
+
+def check_base_platform(config: Mapping[str, Any], platform: str, name: str) -> None:
+    """Refuse a single-platform base of another platform than the build's (wheels and config would disagree)."""
+    os_name, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    if config.get("os", "linux") != os_name or config.get("architecture", "amd64") != arch or \
+            (variant and config.get("variant") and config.get("variant") != variant):
+        have = _config_platform(config)
+        raise InvalidInputError(
+            f"the base image {name} is {have}, but the build targets {platform}",
+            hint=f"set the builder's platform = \"{have}\", or use a base that offers {platform} "
+                 f"(an image index with a {platform} entry)")
+
+
+def _base_display_name(spec: str) -> str:
+    """How the image records its base: a registry reference as given; a local layout by its tag, not its path
+    (the same base copied elsewhere, or cached under another user's home, must give the same digest)."""
+    if not spec.startswith("oci:"):
+        return spec
+    body = spec[len("oci:"):]
+    tag = body.rsplit(":", 1)[1] if ":" in Path(body).name else ""
+    return f"oci-layout:{tag or 'default'}"
+
+
 def _load_layout_base(spec: str, platform: str, store: BlobStore) -> BaseImage:
     from .layers import read_layout
 
@@ -122,7 +153,8 @@ def _load_layout_base(spec: str, platform: str, store: BlobStore) -> BaseImage:
         raw = blob(digest)
         doc = json.loads(raw)
     config = json.loads(blob(doc["config"]["digest"]))
-    return BaseImage(name=spec, digest=digest, manifest=doc, config=config, layout_blobs=blobs)
+    check_base_platform(config, platform, spec)
+    return BaseImage(name=_base_display_name(spec), digest=digest, manifest=doc, config=config, layout_blobs=blobs)
 
 
 def load_base(spec: str, platform: str, store: BlobStore, cache: Path, client_kwargs: Mapping[str, Any]) -> BaseImage:
@@ -160,6 +192,7 @@ def load_base(spec: str, platform: str, store: BlobStore, cache: Path, client_kw
     finally:
         client.close()
     config = json.loads(store.read_bytes(doc["config"]["digest"]))
+    check_base_platform(config, platform, spec)
     return BaseImage(name=spec, digest=digest, manifest=doc, config=config, registry=ref)
 
 
@@ -217,11 +250,38 @@ class ImagePlan:
     labels: Mapping[str, str]
     user: str
     port: int
+    created: str = "1970-01-01T00:00:00Z"
+    healthcheck: tuple[str, ...] = ()
     workdir: str = "/" + ROOT
 
 
 def _iso(epoch: int) -> str:
     return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_created(bundle_manifest: Mapping[str, Any]) -> str:
+    """The image's ``created``: ``$SOURCE_DATE_EPOCH`` when set, else when the bundle was saved.
+
+    Both are inputs of the build, so equal inputs keep giving equal digests, and the
+    time is a real one (not 1970) unless the builder is told otherwise.
+    """
+    import os
+
+    if os.environ.get("SOURCE_DATE_EPOCH", "").strip():
+        return _iso(source_date_epoch())
+    raw = str(bundle_manifest.get("created_at") or "")
+    try:
+        when = _dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return _iso(0)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.timezone.utc)
+    return _iso(int(when.timestamp()))
+
+
+#: The image's HEALTHCHECK interval, timeout and start period (the model may take a while to load).
+HEALTHCHECK_TIMING = {"Interval": 10_000_000_000, "Timeout": 5_000_000_000, "StartPeriod": 120_000_000_000,
+                      "Retries": 3}
 
 
 def _format_distribution(fmt: str) -> str | None:
@@ -282,13 +342,14 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
     for entry in manifest["files"]:
         bundle.add_file(f"{ROOT}/bundle/{entry['path']}", bundle_dir / entry["path"], executable=False)
 
-    epoch = source_date_epoch()
+    created = image_created(manifest)
+    healthcheck = (cfg.python, "-s", f"/{ROOT}/boot.py", "--healthcheck")
     labels = {
         "org.opencontainers.image.title": version.model,
         "org.opencontainers.image.version": str(version.version),
         "org.opencontainers.image.description":
             f"{version.model} version {version.version}, served over the Open Inference Protocol V2",
-        "org.opencontainers.image.created": _iso(epoch),
+        "org.opencontainers.image.created": created,
         "org.opencontainers.image.revision": bundle_digest,
         "org.opencontainers.image.base.name": base_name,
         f"{LABEL_PREFIX}.model.name": version.model,
@@ -297,6 +358,8 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
         f"{LABEL_PREFIX}.model.format": manifest["format"],
         f"{LABEL_PREFIX}.bundle.digest": bundle_digest,
         f"{LABEL_PREFIX}.runtime": ",".join(f"{k}=={v}" for k, v in sorted(versions.items())),
+        # podman reads HEALTHCHECK only from Docker-format configs; the container deployer reads this label.
+        f"{LABEL_PREFIX}.healthcheck": json.dumps(list(healthcheck)),
     }
     if base_digest:
         labels["org.opencontainers.image.base.digest"] = base_digest
@@ -314,7 +377,7 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
         model=version.model, version=version.version, bundle_digest=bundle_digest, python_version=py,
         requirements=tuple(str(r) for r in reqs), wheels=wheels, runtime_versions=versions,
         deps=deps, runtime=runtime, bundle=bundle, entrypoint=entrypoint, cmd=("--port", str(cfg.port)),
-        env=env, labels=labels, user=cfg.user, port=cfg.port,
+        env=env, labels=labels, user=cfg.user, port=cfg.port, created=created, healthcheck=healthcheck,
     )
     return plan, pool
 
@@ -331,6 +394,10 @@ class BuildReport:
     wheels: int = 0
     pip_ran: bool = False
     push: PushStats | None = None
+    #: The SBOM: its artifact manifest digest, file in the layout and component count (None: sbom off).
+    sbom: dict[str, Any] | None = None
+    #: The digest of the signature manifest (``sha256-<digest>.sig`` tag) when the push was signed.
+    signature: str | None = None
     seconds: float = 0.0
     steps: list[tuple[str, float, str]] = attrs.field(factory=list)
 
@@ -355,14 +422,7 @@ class OciImageBuilder(ImageBuilder):
 
     # registry settings shared by base fetches and pushes
     def _client_kwargs(self) -> dict[str, Any]:
-        verify: bool | str = self.config.tls_verify
-        if verify.lower() in ("true", "1", "yes"):
-            verify = True
-        elif verify.lower() in ("false", "0", "no"):
-            verify = False
-        return {"username": self.config.username, "password": self.config.password,
-                "plain_http": self.config.plain_http, "retries": self.config.retries,
-                "chunk_size": self.config.chunk_size, "verify": verify}
+        return registry_client_kwargs(self.config)
 
     def check(self) -> str:
         """For ``mlops doctor``: the base resolves (or the local fallback can be made) and the push
@@ -403,8 +463,19 @@ class OciImageBuilder(ImageBuilder):
         tag = self.config.tag.format(version=version.version, model=version.model)
         return ImageReference.parse(f"{self.config.repository.rstrip('/')}/{version.model.lower()}:{tag}")
 
-    def _layer(self, kind: str, key: str, tree: FileTree, progress: Progress, comment: str) -> tuple[Layer, bool]:
-        """The layer for ``key`` from the cache, or written now. Returns (layer, from_cache)."""
+    def _layer(self, kind: str, key: str, tree: FileTree, progress: Progress, comment: str,
+               python_version: str | None = None) -> tuple[Layer, bool]:
+        """The layer for ``key`` from the cache, or written now. Returns (layer, from_cache).
+
+        The cache key also holds everything else that changes the layer's bytes: the file
+        times (``SOURCE_DATE_EPOCH``), the platform and the compression level.
+        """
+        from .bytecode import COMPILER_ID, can_compile_for, compile_tree
+
+        mtime = source_date_epoch()
+        compile_py = bool(python_version and self.config.compile_bytecode and can_compile_for(python_version))
+        key = _key({"k": key, "mtime": mtime, "platform": self.config.platform, "gz": self.config.compression_level,
+                    "comment": comment, "pyc": COMPILER_ID if compile_py else None})
         record = self.cache / "layers" / f"{kind}-{key}.json"
         if record.is_file():
             try:
@@ -413,9 +484,13 @@ class OciImageBuilder(ImageBuilder):
                     return layer, True
             except (ValueError, TypeError):
                 pass
+        if python_version and self.config.compile_bytecode:
+            progress.start(f"bytecode {kind}")
+            added = compile_tree(tree, python_version)
+            progress.done(f"{added} .pyc files")
         progress.start(f"layer {kind}", tree.total_size())
-        layer = write_layer(tree, self.store, compresslevel=self.config.compression_level, comment=comment,
-                            on_bytes=progress.advance)
+        layer = write_layer(tree, self.store, mtime=mtime, compresslevel=self.config.compression_level,
+                            comment=comment, on_bytes=progress.advance)
         progress.done(f"{len(tree)} files, {human_bytes(tree.total_size())} -> {human_bytes(layer.size)} gzip")
         record.parent.mkdir(parents=True, exist_ok=True)
         tmp = record.with_suffix(".tmp")
@@ -456,6 +531,9 @@ class OciImageBuilder(ImageBuilder):
             raise ConfigError("cannot push: the oci builder has no repository configured",
                               hint="set [builder] repository = \"REGISTRY/PATH\" in the stack file "
                                    "(or MLOPS_BUILDER__REPOSITORY)")
+        platforms = [p.strip() for p in cfg.platform.split(",") if p.strip()]
+        if len(platforms) > 1:
+            return self._build_index(version, Path(bundle_dir), platforms, target, push=push, started=started)
         report = BuildReport()
         kwargs = self._client_kwargs()
 
@@ -467,12 +545,14 @@ class OciImageBuilder(ImageBuilder):
         try:
             wheel_key = _key({"v": _LAYER_FORMAT, "wheels": [[p.name, h] for p, h in zip(plan.wheels.wheels, plan.wheels.hashes)]})
             deps, deps_cached = self._layer("deps", wheel_key, plan.deps, progress,
-                                            f"mlops-oci: {len(plan.wheels.wheels)} Python packages")
+                                            f"mlops-oci: {len(plan.wheels.wheels)} Python packages",
+                                            python_version=plan.python_version)
         finally:
             pool.close()
         runtime, runtime_cached = self._layer("runtime", _key({"v": _LAYER_FORMAT, "t": plan.runtime.fingerprint()}),
                                               plan.runtime, progress, "mlops-oci: runtime " +
-                                              ", ".join(f"{k} {v}" for k, v in sorted(plan.runtime_versions.items())))
+                                              ", ".join(f"{k} {v}" for k, v in sorted(plan.runtime_versions.items())),
+                                              python_version=plan.python_version)
         bundle, bundle_cached = self._layer("bundle", _key({"v": _LAYER_FORMAT, "bundle": plan.bundle_digest,
                                                             "t": [(e.path, e.size) for e in plan.bundle.entries()]}),
                                             plan.bundle, progress, f"mlops-oci: bundle {plan.bundle_digest}")
@@ -501,10 +581,19 @@ class OciImageBuilder(ImageBuilder):
                               [config_digest] + [d["digest"] for d in manifest_doc["layers"]], ref_name=tag)
         progress.done(str(layout))
 
+        referrers: list[bytes] = []
+        if cfg.sbom:
+            progress.start("sbom")
+            artifact, report.sbom = self._sbom(version, plan, base, digest, manifest_bytes, layout)
+            referrers.append(artifact)
+            progress.done(f"{report.sbom['components']} components")
+
         reference = f"{version.model.lower()}:{tag}"
         if push:
             assert target is not None
-            stats = self.push(manifest_bytes, target, base=base, progress=progress)
+            key = self._signing_key()
+            stats = self.push(manifest_bytes, target, base=base, progress=progress, referrers=referrers)
+            report.signature = self._sign(target, digest, key)
             report.push = stats
             reference = str(target)
         size = len(config_bytes) + sum(int(d["size"]) for d in manifest_doc["layers"])
@@ -519,20 +608,147 @@ class OciImageBuilder(ImageBuilder):
         self.last_report = report
         return ImageRef(reference=reference, digest=digest, layout=str(layout), size=size, labels=plan.labels)
 
+    def _build_index(self, version: ModelVersion, bundle_dir: Path, platforms: list[str],
+                     target: ImageReference | None, *, push: bool, started: float) -> ImageRef:
+        """Several platforms: one image per platform (each from the base's entry for it), then an image index.
+
+        Every platform's image is exactly what a single-platform build makes (same cache,
+        same digest); the index lists them with their platforms, and is what the tag names.
+        """
+        import tempfile
+
+        from .layers import INDEX_MEDIA_TYPE
+
+        original, output = self.config, self.output
+        images: list[tuple[str, bytes, BuildReport]] = []
+        scratch = Path(tempfile.mkdtemp(prefix=".index-", dir=self.cache))
+        try:
+            self.output = scratch  # the platforms' own layouts are not kept: the index's layout holds them
+            for platform in platforms:
+                self.config = attrs.evolve(original, platform=platform, repository=None)
+                one = self.build(version, bundle_dir, push=False)
+                assert self.last_report is not None
+                images.append((platform, self.store.read_bytes(one.digest), self.last_report))
+        finally:
+            self.config, self.output = original, output
+            import shutil
+
+            shutil.rmtree(scratch, ignore_errors=True)
+        descriptors = []
+        blobs: list[str] = []
+        for platform, manifest_bytes, _ in images:
+            manifest = json.loads(manifest_bytes)
+            config = json.loads(self.store.read_bytes(manifest["config"]["digest"]))
+            plat = {"architecture": config["architecture"], "os": config["os"]}
+            if config.get("variant"):
+                plat["variant"] = config["variant"]
+            descriptors.append({"mediaType": MANIFEST_MEDIA_TYPE, "digest": "sha256:" + hashlib.sha256(manifest_bytes).hexdigest(),
+                                "size": len(manifest_bytes), "platform": plat})
+            blobs += [manifest["config"]["digest"]] + [d["digest"] for d in manifest["layers"]]
+            blobs.append(descriptors[-1]["digest"])
+        index_bytes = canonical_json({"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": descriptors})
+        digest = self.store.put_bytes(index_bytes)
+        tag = target.tag if target else self.config.tag.format(version=version.version, model=version.model)
+        layout = write_layout(self.output / version.model / tag, self.store, index_bytes, blobs, ref_name=tag,
+                              media_type=INDEX_MEDIA_TYPE)
+        report = BuildReport(digest=digest, layout=str(layout), wheels=sum(r.wheels for _, _, r in images),
+                             pip_ran=any(r.pip_ran for _, _, r in images),
+                             layers=[{**l, "platform": p} for p, _, r in images for l in r.layers])
+        reference = f"{version.model.lower()}:{tag}"
+        if push:
+            assert target is not None
+            progress = Progress(self.config.progress)
+            client_kwargs = self._client_kwargs()
+            totals = PushStats()
+            for platform, manifest_bytes, one in images:
+                referrers = [self.store.read_bytes(one.sbom["digest"])] if one.sbom else []
+                stats = push_image(self.store, manifest_bytes,
+                                   target.with_digest("sha256:" + hashlib.sha256(manifest_bytes).hexdigest()),
+                                   client_kwargs, progress=progress, referrers=referrers)
+                for field in ("uploaded", "mounted", "existing"):
+                    getattr(totals, field).extend(getattr(stats, field))
+                totals.bytes_uploaded += stats.bytes_uploaded
+                totals.requests += stats.requests
+            key = self._signing_key()
+            client = client_for(target, **client_kwargs)
+            try:
+                client.put_manifest(target.repository, target.reference, index_bytes, INDEX_MEDIA_TYPE)
+            finally:
+                client.close()
+            report.push = totals
+            report.signature = self._sign(target, digest, key)
+            reference = str(target)
+        report.reference, report.seconds = reference, time.perf_counter() - started
+        self.last_report = report
+        labels = json.loads(self.store.read_bytes(json.loads(images[0][1])["config"]["digest"]))["config"]["Labels"]
+        size = len(index_bytes) + sum(len(m) for _, m, _ in images)
+        return ImageRef(reference=reference, digest=digest, layout=str(layout), size=size, labels=labels)
+
+    def _signing_key(self) -> Any:
+        """The configured signing key (loaded before the push, so a bad key fails before anything is sent)."""
+        if not self.config.signing_key:
+            return None
+        from .signing import load_signing_key
+
+        return load_signing_key(self.config.signing_key, self.config.signing_key_password)
+
+    def _sign(self, target: ImageReference, digest: str, key: Any) -> str | None:
+        if key is None:
+            return None
+        from .signing import sign_pushed_image
+
+        client = client_for(target, **self._client_kwargs())
+        try:
+            return sign_pushed_image(client, target.repository, digest, key)
+        finally:
+            client.close()
+
+    def _sbom(self, version: ModelVersion, plan: ImagePlan, base: BaseImage, digest: str, manifest_bytes: bytes,
+              layout: Path) -> tuple[bytes, dict[str, Any]]:
+        """The image's SBOM: written into the layout as ``sbom.cdx.json``; (artifact manifest, report entry)."""
+        from ._version import __version__
+        from .sbom import cyclonedx_sbom, dpkg_packages, sbom_manifest
+
+        memo = self.cache / "sbom" / f"dpkg-{base.digest.split(':', 1)[1]}.json"
+        try:
+            debs = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            debs = dpkg_packages(self.store.path(d["digest"]) for d in base.layers)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_suffix(".tmp")
+            tmp.write_text(json.dumps(debs))
+            tmp.replace(memo)
+        sbom = cyclonedx_sbom(image_name=version.model, image_version=str(version.version), image_digest=digest,
+                              created=plan.created, wheels=zip(plan.wheels.wheels, plan.wheels.hashes),
+                              runtime=plan.runtime_versions, debs=debs, tool_version=__version__)
+        (layout / "sbom.cdx.json").write_bytes(sbom)
+        artifact = sbom_manifest(self.store, sbom, {"mediaType": MANIFEST_MEDIA_TYPE, "digest": digest,
+                                                    "size": len(manifest_bytes)}, plan.created)
+        self.store.put_bytes(artifact)
+        entry = {"digest": "sha256:" + hashlib.sha256(artifact).hexdigest(),
+                 "file": str(layout / "sbom.cdx.json"), "components": len(json.loads(sbom)["components"])}
+        return artifact, entry
+
     def push(self, manifest_bytes: bytes, target: ImageReference, *, base: BaseImage | None = None,
-             progress: Progress | None = None) -> PushStats:
+             progress: Progress | None = None, referrers: list[bytes] | None = None) -> PushStats:
         return push_image(self.store, manifest_bytes, target, self._client_kwargs(), base=base,
-                          progress=progress or Progress(self.config.progress))
+                          progress=progress or Progress(self.config.progress), referrers=referrers)
 
 
 def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, client_kwargs: Mapping[str, Any], *,
-               base: BaseImage | None = None, progress: Progress | None = None) -> PushStats:
-    """Push an image whose blobs are in ``store``; base layers are mounted when on the same registry."""
+               base: BaseImage | None = None, progress: Progress | None = None,
+               state_dir: Path | None = None, referrers: list[bytes] | None = None) -> PushStats:
+    """Push an image whose blobs are in ``store``; base layers are mounted when on the same registry.
+
+    ``state_dir`` (default: next to the store) keeps the upload sessions in flight, so a
+    killed push resumes, and which repository got each blob, for mounts.
+    """
     progress = progress or Progress()
     manifest = json.loads(manifest_bytes)
     base_digests = {d["digest"] for d in (base.layers if base else [])}
     mount_from = base.registry.repository if (base and base.registry and base.registry.registry == target.registry) else None
-    client = client_for(target, **client_kwargs)
+    # Upload sessions in flight (so a killed push resumes) and which repository got each blob (mounts).
+    client = client_for(target, **{"state_dir": state_dir or store.root.parent / "registry-state", **client_kwargs})
     try:
         blobs = manifest["layers"] + [manifest["config"]]
         progress.start(f"push {target}", sum(int(b["size"]) for b in blobs))
@@ -542,6 +758,15 @@ def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, 
             client.push_blob(target.repository, digest, opener, int(desc["size"]),
                              mount_from=mount_from if digest in base_digests else None, on_bytes=progress.advance)
         client.put_manifest(target.repository, target.reference, manifest_bytes, MANIFEST_MEDIA_TYPE)
+        subject = "sha256:" + hashlib.sha256(manifest_bytes).hexdigest()
+        for artifact in referrers or []:
+            from .sbom import attach_referrer
+
+            doc = json.loads(artifact)
+            for desc in [doc["config"], *doc["layers"]]:
+                client.push_blob(target.repository, desc["digest"], lambda d=desc["digest"]: open(store.path(d), "rb"),
+                                 int(desc["size"]))
+            attach_referrer(client, target.repository, artifact, subject)
         stats = client.stats
         progress.done(f"{len(stats.uploaded)} uploaded ({human_bytes(stats.bytes_uploaded)}), "
                       f"{len(stats.existing)} already there, {len(stats.mounted)} mounted")
@@ -550,15 +775,24 @@ def push_image(store: BlobStore, manifest_bytes: bytes, target: ImageReference, 
         client.close()
 
 
-def _key(data: Any) -> str:
-    import hashlib
+def registry_client_kwargs(config: OciBuilderConfig) -> dict[str, Any]:
+    """The registry client's settings from the ``oci`` builder's (credentials, plain_http, TLS, retries)."""
+    verify: bool | str = config.tls_verify
+    if verify.lower() in ("true", "1", "yes"):
+        verify = True
+    elif verify.lower() in ("false", "0", "no"):
+        verify = False
+    return {"username": config.username, "password": config.password, "plain_http": config.plain_http,
+            "retries": config.retries, "chunk_size": config.chunk_size, "verify": verify}
 
+
+def _key(data: Any) -> str:
     return hashlib.sha256(canonical_json(data)).hexdigest()[:40]
 
 
 def image_config(base: BaseImage, plan: ImagePlan, layers: list[Layer]) -> dict[str, Any]:
     """The image config: the base's, with our layers, entrypoint, user, env and labels."""
-    created = _iso(source_date_epoch())
+    created = plan.created
     base_cfg = dict(base.config.get("config") or {})
     env = base.env
     env.update(plan.env)
@@ -575,6 +809,8 @@ def image_config(base: BaseImage, plan: ImagePlan, layers: list[Layer]) -> dict[
         "ExposedPorts": {f"{plan.port}/tcp": {}},
         "StopSignal": "SIGTERM",
     })
+    if plan.healthcheck:
+        runtime_cfg["Healthcheck"] = {"Test": ["CMD", *plan.healthcheck], **HEALTHCHECK_TIMING}
     history = list(base.config.get("history") or [])
     history += [{"created": created, "created_by": layer.comment or "mlops-oci"} for layer in layers]
     doc: dict[str, Any] = {

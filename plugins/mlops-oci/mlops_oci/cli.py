@@ -28,6 +28,41 @@ def _split_layout(arg: str) -> tuple[Path, str | None]:
     raise InvalidInputError(f"{arg} is not an OCI layout folder", hint="give LAYOUT[:TAG] or REGISTRY/REPOSITORY:TAG")
 
 
+def stack_registry_settings(ref: ImageReference) -> tuple[dict[str, Any], Path]:
+    """The registry client's settings for ``ref`` from the stack's ``oci`` builder, and its cache folder.
+
+    Credentials and ``plain_http`` apply only to the registry of the builder's
+    ``repository`` or ``base`` (never sent to another registry); TLS, retries and
+    chunk size apply everywhere. No stack file, or another builder: the defaults
+    (credentials from Docker's config).
+    """
+    from mlops_core.stack import load_config
+
+    from .builder import registry_client_kwargs
+    from .config import OciBuilderConfig
+
+    cfg = load_config()
+    state_dir = Path(cfg.home) / "cache" / "oci" / "registry-state"
+    component = cfg.components.get("builder")
+    if component is None or component.backend != "oci":
+        return {}, state_dir
+    import attrs
+
+    known = {f.name for f in attrs.fields(OciBuilderConfig)}
+    settings = OciBuilderConfig(**{k: v for k, v in dict(component.settings).items() if k in known})
+    kwargs = registry_client_kwargs(settings)
+    own = set()
+    for value in (settings.repository, settings.base):
+        if value and not value.startswith("oci:"):
+            try:
+                own.add(ImageReference.parse(f"{value.rstrip('/')}/x" if value == settings.repository else value).registry)
+            except Exception:  # noqa: BLE001 - an unparsable setting just matches nothing
+                pass
+    if ref.registry not in own:
+        kwargs.update(username=None, password=None, plain_http=None)
+    return kwargs, state_dir
+
+
 def _summary(manifest: dict[str, Any], config: dict[str, Any], digest: str, source: str) -> dict[str, Any]:
     cfg = config.get("config") or {}
     return {
@@ -66,7 +101,8 @@ def inspect_image(image: str, platform: str = "linux/amd64") -> dict[str, Any]:
             doc = json.loads(blob(digest))
         return _summary(doc, json.loads(blob(doc["config"]["digest"])), digest, str(path))
     ref = ImageReference.parse(image)
-    client = client_for(ref)
+    kwargs, _ = stack_registry_settings(ref)
+    client = client_for(ref, **kwargs)
     try:
         raw, media_type, digest = client.get_manifest(ref.repository, ref.reference)
         doc = json.loads(raw)
@@ -107,7 +143,9 @@ def push_command(args: Any) -> int:
     from .builder import push_image
     from .progress import Progress
 
-    stats = push_image(BlobStore(blobs), manifest_bytes, target, {}, progress=Progress())
+    kwargs, state_dir = stack_registry_settings(target)
+    stats = push_image(BlobStore(blobs), manifest_bytes, target, kwargs, progress=Progress(),
+                       state_dir=state_dir)
     result = {"reference": str(target), "digest": desc["digest"], **stats.to_dict()}
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

@@ -79,6 +79,9 @@ class ImageContentConfig:
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
     #: Progress on stderr: None = when stderr is a terminal.
     progress: bool | None = attrs.field(default=None, converter=_to_bool)
+    #: Compile the deps and runtime layers' Python files to bytecode at build time (faster container
+    #: starts; needs a build Python of the image's MAJOR.MINOR, else it is skipped with a warning).
+    compile_bytecode: bool = attrs.field(default=True, converter=lambda v: True if v is None else bool(_to_bool(v)))
 
 
 @attrs.frozen
@@ -99,6 +102,11 @@ class OciBuilderConfig(ImageContentConfig):
     plain_http: bool | None = attrs.field(default=None, converter=_to_bool)
     #: TLS verification: true, false, or a CA bundle path.
     tls_verify: str = "true"
+    #: Sign pushed images (cosign format, ``sha256-<digest>.sig`` tag) with this PEM EC P-256 private key.
+    signing_key: str | None = attrs.field(default=None, converter=_to_opt_str)
+    signing_key_password: str | None = attrs.field(default=None, converter=_to_opt_str, repr=False)
+    #: Write a CycloneDX SBOM of the image (into the layout, and pushed as an OCI referrer of the image).
+    sbom: bool = attrs.field(default=True, converter=lambda v: True if v is None else bool(_to_bool(v)))
     retries: int = attrs.field(default=4, converter=int)
     chunk_size: int = attrs.field(default=16 << 20, converter=int)
 

@@ -342,7 +342,8 @@ def materialize(tree: FileTree, dest: Path) -> None:
 
 # ------------------------------------------------------------------ layout
 def write_layout(dest: Path, store: BlobStore, manifest: bytes, blobs: Iterable[str], *,
-                 ref_name: str | None = None, annotations: Mapping[str, str] | None = None) -> Path:
+                 ref_name: str | None = None, annotations: Mapping[str, str] | None = None,
+                 media_type: str = MANIFEST_MEDIA_TYPE) -> Path:
     """Write a complete OCI image layout at ``dest`` (replaced atomically) holding one image.
 
     Blobs are hard links into the shared blob store where the filesystem allows,
@@ -363,7 +364,7 @@ def write_layout(dest: Path, store: BlobStore, manifest: bytes, blobs: Iterable[
             except OSError:
                 shutil.copyfile(src, link)
         (tmp / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
-        desc: dict[str, Any] = {"mediaType": MANIFEST_MEDIA_TYPE, "digest": manifest_digest, "size": len(manifest)}
+        desc: dict[str, Any] = {"mediaType": media_type, "digest": manifest_digest, "size": len(manifest)}
         ann = dict(annotations or {})
         if ref_name:
             ann["org.opencontainers.image.ref.name"] = ref_name

@@ -380,6 +380,18 @@ import site
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if sys.argv[1:2] == ["--healthcheck"]:
+    # The image's HEALTHCHECK: ask the server (PID 1, whose --port we read) whether it is ready.
+    import urllib.request
+    try:
+        with open("/proc/1/cmdline", "rb") as f:
+            args = f.read().decode().split("\\0")
+        port = args[args.index("--port") + 1] if "--port" in args else "8080"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=5) as resp:
+            sys.exit(0 if resp.status == 200 else 1)
+    except Exception as exc:  # noqa: BLE001 - any failure is "unhealthy"
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        sys.exit(1)
 before = list(sys.path)
 for folder in ("runtime", "site-packages"):
     site.addsitedir(os.path.join(HERE, folder))

@@ -156,6 +156,8 @@ class TokenServer:
         self.bundle = root / "token-ca.pem"
         self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         self.requests: list[dict[str, Any]] = []
+        #: How many of the next tokens are issued already expired (the registry refuses them).
+        self.poison_next = 0
         self.port = free_port()
         server = self
 
@@ -186,8 +188,10 @@ class TokenServer:
                         # Anonymous users may only pull.
                         allowed = [a for a in actions.split(",") if user or a == "pull"]
                         access.append({"type": typ, "name": repo, "actions": allowed})
+                poisoned = server.poison_next > 0
+                server.poison_next -= poisoned
                 token = server.sign({"iss": "mlops-test", "sub": user or "", "aud": q.get("service", [""])[0],
-                                     "access": access})
+                                     "access": access}, expired=poisoned)
                 body = json.dumps({"token": token, "expires_in": 300}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -200,13 +204,14 @@ class TokenServer:
         self.thread.start()
         self.realm = f"http://127.0.0.1:{self.port}/token"
 
-    def sign(self, claims: dict[str, Any]) -> str:
+    def sign(self, claims: dict[str, Any], *, expired: bool = False) -> str:
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
         now = int(time.time())
-        claims = {**claims, "iat": now, "nbf": now - 60, "exp": now + 300, "jti": os.urandom(8).hex()}
+        claims = {**claims, "iat": now - 600 * expired, "nbf": now - 60 - 600 * expired,
+                  "exp": now - 300 if expired else now + 300, "jti": os.urandom(8).hex()}
         header = {"typ": "JWT", "alg": "ES256", "x5c": [base64.b64encode(self.cert_der).decode()]}
         signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
         der = self.key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256()))
@@ -310,7 +315,7 @@ def podman_service(registry: Registry, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def python_base(registry: Registry) -> str:
-    """A runnable Debian bookworm + python3 base (debootstrap, cached under ~/.cache/mlops-core-tests) in the registry."""
+    """A runnable Debian bookworm + python3 base (debootstrap, in the shared base cache, see mlops_oci.localbase) in the registry."""
     need("debootstrap", "debootstrap")
     skopeo = need("skopeo", "skopeo")
     if os.geteuid() != 0:

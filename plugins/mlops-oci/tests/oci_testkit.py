@@ -12,8 +12,6 @@ from typing import Any
 from mlops_oci.layers import (CONFIG_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE, BlobStore, FileTree,
                               canonical_json, write_layer)
 
-CACHE = Path(os.environ.get("MLOPS_TEST_CACHE", Path.home() / ".cache" / "mlops-core-tests"))
-
 
 def write_multiarch_layout(dest: Path, tag: str) -> None:
     """An OCI layout holding an index with a linux/amd64 and a linux/arm64 image (a few files each)."""
@@ -52,10 +50,14 @@ from mlops_oci.localbase import DEBOOTSTRAP_INPUTS  # noqa: E402,F401  (re-expor
 
 
 def debootstrap_base_layout() -> Path:
-    """The cached local Python base (see mlops_oci.localbase), kept under the tests' cache folder."""
+    """The cached local Python base (see mlops_oci.localbase), in the machine's one shared base cache.
+
+    The quickstart and ``mlops image base`` use the same cache, so the base is made once per machine
+    (and concurrent test runs wait for each other instead of racing).
+    """
     from mlops_oci.localbase import debootstrap_base_layout as make
 
-    return make(CACHE)
+    return make()
 
 
 # ------------------------------------------------------------ models

@@ -49,7 +49,11 @@ def test_pushed_image_is_accepted_by_skopeo_with_labels_user_and_entrypoint(buil
     labels = info["Labels"]
     assert labels["org.opencontainers.image.title"] == "doubler"
     assert labels["org.opencontainers.image.version"] == "1"
-    assert labels["org.opencontainers.image.created"] == "1970-01-01T00:00:00Z"
+    # A real time: when the bundle was saved (SOURCE_DATE_EPOCH is unset here), the same in config and label.
+    saved = built["stack"].home / "cache" / "bundles" / version.artifact.digest.replace(":", "-") / "manifest.json"
+    created_at = json.loads(saved.read_text())["created_at"]
+    assert labels["org.opencontainers.image.created"] == created_at[:19] + "Z"
+    assert skopeo_inspect(image.reference, config=True)["created"] == created_at[:19] + "Z"
     assert labels["io.mlops.model.name"] == "doubler" and labels["io.mlops.model.version"] == "1"
     assert labels["io.mlops.bundle.digest"] == version.artifact.digest
     assert labels["org.opencontainers.image.base.name"].endswith("/base/tiny:1")
@@ -60,6 +64,13 @@ def test_pushed_image_is_accepted_by_skopeo_with_labels_user_and_entrypoint(buil
     assert config["config"]["Entrypoint"][3:] == ["--bundle", "/opt/mlops/bundle", "--name", "doubler",
                                                   "--model-version", "1", "--host", "0.0.0.0"]
     assert config["config"]["Cmd"] == ["--port", "8080"]
+    # skopeo's OCI config type has no Healthcheck field: read the raw config blob the registry serves.
+    from mlops_oci.registry import RegistryClient
+
+    raw_manifest = skopeo_inspect(image.reference, raw=True)
+    raw_config = json.loads(RegistryClient(registry.host).get_blob("models/doubler", raw_manifest["config"]["digest"]))
+    assert raw_config["config"]["Healthcheck"]["Test"] == ["CMD", "python3", "-s", "/opt/mlops/boot.py",
+                                                           "--healthcheck"]
     assert "PYTHON_VERSION=3.11.9" in config["config"]["Env"]  # the base's env is kept
     assert config["architecture"] == "amd64"  # the amd64 entry of the base's index
     assert len(config["rootfs"]["diff_ids"]) == 4  # base + deps + runtime + bundle
@@ -124,9 +135,15 @@ def test_model_only_change_reuses_and_does_not_reupload_deps_and_runtime(built: 
     assert second["runtime"]["digest"] == first["runtime"]["digest"] and second["runtime"]["cached"]
     assert second["bundle"]["digest"] != first["bundle"]["digest"] and not second["bundle"]["cached"]
     new_uploads = registry.completed_uploads("models/doubler")[len(uploads_before):]
-    # Counted by the registry itself: only the new bundle layer and the new config were uploaded.
+    # Counted by the registry itself: only the new bundle layer and the new config were uploaded...
     assert first["deps"]["digest"] not in new_uploads and first["runtime"]["digest"] not in new_uploads
-    assert len(new_uploads) == 2 and second["bundle"]["digest"] in new_uploads
+    # ... and the new image's SBOM (a referrer of the image; its empty config blob was there already).
+    import hashlib
+
+    sbom_blob = "sha256:" + hashlib.sha256(Path(image.layout, "sbom.cdx.json").read_bytes()).hexdigest()
+    blobs = Path(image.layout, "blobs", "sha256")
+    manifest = json.loads((blobs / image.digest.split(":")[1]).read_bytes())
+    assert sorted(new_uploads) == sorted([second["bundle"]["digest"], manifest["config"]["digest"], sbom_blob])
     assert report.push.uploaded == new_uploads
     assert first["deps"]["digest"] in report.push.existing
     assert skopeo_inspect(image.reference)["Labels"]["io.mlops.model.version"] == "2"
@@ -205,3 +222,72 @@ def test_progress_is_drawn_only_on_a_terminal() -> None:
         p.done("ok")
     assert quiet.getvalue() == ""
     assert "layer deps: ok" in tty.getvalue() and "\r" in tty.getvalue()
+
+
+def test_sbom_lists_the_installed_wheels_and_is_a_listed_referrer(built: dict[str, Any], registry: Any) -> None:
+    import gzip
+    import io
+    import tarfile
+
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+
+    from mlops_oci.registry import RegistryClient
+    from mlops_oci.sbom import referrers_tag
+
+    image, report = built["image"], built["report"]
+    sbom_bytes = Path(image.layout, "sbom.cdx.json").read_bytes()
+    assert JsonStrictValidator(SchemaVersion.V1_5).validate_str(sbom_bytes.decode()) is None  # the official schema
+    sbom = json.loads(sbom_bytes)
+    listed = {(c["name"], c["version"]) for c in sbom["components"]}
+    # What is really installed: every dist-info in the deps layer, read from the layer blob itself.
+    deps = next(l for l in report.layers if l["name"] == "deps")
+    blob = Path(image.layout, "blobs", "sha256", deps["digest"].split(":")[1]).read_bytes()
+    installed = set()
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tar:
+        for member in tar.getmembers():
+            if member.name.endswith(".dist-info/METADATA"):
+                meta = tar.extractfile(member).read().decode()
+                fields = dict(line.split(": ", 1) for line in meta.splitlines()[:5] if ": " in line)
+                from packaging.utils import canonicalize_name
+
+                installed.add((str(canonicalize_name(fields["Name"])), fields["Version"]))
+    assert installed and installed <= listed
+    assert "mlops-core" in {name for name, _ in listed}  # the runtime layer's distributions too
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == image.digest.split(":")[1]
+    # Pushed as a referrer of the image: the referrers tag's index lists it, and it holds the same SBOM.
+    index = skopeo_inspect(f"{registry.host}/models/doubler:{referrers_tag(image.digest)}", raw=True)
+    sboms = [m for m in index["manifests"] if m.get("artifactType") == "application/vnd.cyclonedx+json"]
+    assert [m["digest"] for m in sboms] == [report.sbom["digest"]]
+    artifact = skopeo_inspect(f"{registry.host}/models/doubler@{report.sbom['digest']}", raw=True)
+    assert artifact["subject"]["digest"] == image.digest
+    assert RegistryClient(registry.host).get_blob("models/doubler", artifact["layers"][0]["digest"]) == sbom_bytes
+
+
+def test_several_platforms_make_an_image_index(tmp_path: Path, registry: Any, tiny_base: str) -> None:
+    """The base offers amd64 and arm64: one build makes both images and an index (only amd64 can run here)."""
+    stack = _stack(tmp_path / "home", registry, tiny_base, platform="linux/amd64,linux/arm64")
+    version = api.register("multi", Doubler(), example=EXAMPLE, stack=stack)
+    image = api.build(version.uri, push=True, stack=stack)
+    index = skopeo_inspect(image.reference, raw=True)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+    from mlops_oci.registry import RegistryClient
+
+    assert RegistryClient(registry.host).get_manifest("models/multi", "v1")[2] == image.digest
+    arm = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--override-arch", "arm64",
+                          f"docker://{image.reference}"], check=True, capture_output=True, text=True)
+    assert json.loads(arm.stdout)["Architecture"] == "arm64"
+    arm_config = skopeo_inspect(f"{registry.host}/models/multi@{index['manifests'][1]['digest']}", config=True)
+    assert arm_config["architecture"] == "arm64"
+    # The layout on disk holds the index too, and every platform has its SBOM referrer.
+    layout_index = json.loads(Path(image.layout, "index.json").read_text())
+    assert layout_index["manifests"][0]["digest"] == image.digest
+    from mlops_oci.sbom import referrers_tag
+
+    for m in index["manifests"]:
+        refs = skopeo_inspect(f"{registry.host}/models/multi:{referrers_tag(m['digest'])}", raw=True)
+        assert [r["artifactType"] for r in refs["manifests"]] == ["application/vnd.cyclonedx+json"]
+    # Each platform's image is exactly what a single-platform build of that platform makes.
+    single = _stack(tmp_path / "home", registry, tiny_base, platform="linux/arm64")
+    assert api.build(version.uri, stack=single).digest == index["manifests"][1]["digest"]

@@ -53,3 +53,21 @@ def test_podman_builds_the_context(context: dict[str, Any], podman_service: Any)
     listing = podman_service.podman("run", "--rm", "--entrypoint", "/usr/local/bin/python3", tag, check=False)
     # The tiny base has no real Python; running it is the e2e test's job (with the oci builder).
     assert listing.returncode != 0
+
+
+def test_podman_builds_from_a_local_layout_in_a_dot_folder(tmp_path: Path, podman_service: Any) -> None:
+    """`FROM oci:PATH` with a folder starting with a dot (like ~/.cache or .mlops) builds (issue 14.8)."""
+    from oci_testkit import write_multiarch_layout
+
+    layout = tmp_path / ".cache" / "Bases" / "tiny"
+    write_multiarch_layout(layout, "tiny")
+    stack = make_stack(tmp_path / ".mlops", backend="dockerfile", base=f"oci:{layout}:tiny",
+                       runtime_distributions=["mlops-core"], python_version="3.11")
+    version = api.register("dotted", Doubler(), example=np.array([[1.0]]), stack=stack)
+    image = api.build(version.uri, stack=stack)
+    dockerfile = (Path(image.layout) / "Dockerfile").read_text()
+    assert "/.cache/" not in next(line for line in dockerfile.splitlines() if line.startswith("FROM "))
+    build = podman_service.podman("build", "-t", "localhost/mlops-test/dotted:v1", image.layout, check=False)
+    assert build.returncode == 0, build.stderr[-2000:]
+    info = json.loads(podman_service.podman("image", "inspect", "localhost/mlops-test/dotted:v1").stdout)[0]
+    assert info["Config"]["Labels"]["io.mlops.model.name"] == "dotted"

@@ -134,3 +134,17 @@ def test_target_platform_tags() -> None:
     assert t.pip_platforms[0] == "manylinux_2_28_aarch64" and "manylinux2014_aarch64" in t.pip_platforms
     with pytest.raises(InvalidInputError, match="unsupported target platform"):
         TargetPlatform.parse("windows/amd64", "3.11", "2.28")
+
+
+def test_the_boot_script_compiles_and_its_healthcheck_reports_unhealthy_without_a_server(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from mlops_oci.wheels import BOOT_SCRIPT
+
+    compile(BOOT_SCRIPT, "boot.py", "exec")
+    (tmp_path / "boot.py").write_text(BOOT_SCRIPT)
+    # Outside a container PID 1 is init (no --port, nothing on 8080 here is ours): the check must fail cleanly.
+    done = subprocess.run([sys.executable, str(tmp_path / "boot.py"), "--healthcheck"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode in (0, 1) and "Traceback" not in done.stderr

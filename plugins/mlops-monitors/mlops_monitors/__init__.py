@@ -6,7 +6,7 @@ Monitors are chosen in the stack::
     backend = "prometheus"
     [[monitors]]
     backend = "drift"
-    psi_threshold = 0.2
+    alpha = 0.01
     [[monitors]]
     backend = "log"
     sample_rate = 1.0

@@ -22,7 +22,7 @@ def mlops_register_backends(backends: Any) -> None:
                          config="mlops_monitors.prometheus:PrometheusConfig",
                          summary="Prometheus counters and histograms per model/version on /metrics; Pushgateway push")
     backends.add_monitor("drift", "mlops_monitors.drift:create_monitor", config="mlops_monitors.drift:DriftConfig",
-                         summary="per-feature drift (PSI, KS, Jensen-Shannon, chi-squared) vs a reference profile")
+                         summary="per-feature drift vs a reference profile: KS/chi-squared p-value and Wasserstein/JS effect size")
     backends.add_monitor("log", "mlops_monitors.logmon:create_monitor", config="mlops_monitors.logmon:LogMonitorConfig",
                          summary="JSON-lines logs of lifecycle events and sampled predictions in the stack's storage")
     backends.add_monitor("webhook", "mlops_monitors.webhook:create_monitor",

@@ -398,9 +398,8 @@ class DriftMonitor(MonitorBase):
 
     # ---------------------------------------------------------- event hooks
     @hookimpl
-    def mlops_predictions_served(self, event: Any) -> None:
-        if event.error is None:
-            self.worker.submit(("predictions", event))
+    def mlops_predictions_batch(self, batch: Any) -> None:
+        self.worker.submit(("batch", batch))  # one queue item per batch, stacked on the worker
 
     @hookimpl
     def mlops_bundle_saved(self, path: Any, manifest: dict[str, Any]) -> None:
@@ -464,25 +463,13 @@ class DriftMonitor(MonitorBase):
 
     # ------------------------------------------------------ background work
     def _process(self, items: list[tuple[str, Any]]) -> None:
-        # Consecutive prediction events of one version are merged into one window
-        # update: numpy's per-call overhead is paid per batch, not per request.
-        group: list[Any] = []
         for kind, payload in items:
-            if kind == "predictions":
-                if group and (group[0].model, group[0].version) != (payload.model, payload.version):
-                    self._observe(group)
-                    group = []
-                group.append(payload)
-                continue
-            if group:
-                self._observe(group)
-                group = []
-            if kind == "bundle":
+            if kind == "batch":
+                self._observe(payload)
+            elif kind == "bundle":
                 self._remember_example(*payload)
             elif kind == "registered":
                 self._capture_registered(payload)
-        if group:
-            self._observe(group)
 
     def _profile_for(self, key: tuple[str, int | None]) -> ReferenceProfile | None:
         if key in self._profiles and self._profiles[key] is not None:
@@ -500,18 +487,21 @@ class DriftMonitor(MonitorBase):
             self._profiles[key] = profile
         return profile
 
-    def _observe(self, events: list[Any]) -> None:
-        key = (events[0].model, events[0].version)
+    def _observe(self, batch: Any) -> None:
+        key = (batch.model, batch.version)
         profile = self._profile_for(key)
         if profile is None:
-            self.unprofiled_events += len(events)
+            self.unprofiled_events += batch.count
             return
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = ModelWindow(profile, window_rows=self.config.window_rows,
                                                       subwindows=self.config.subwindows,
                                                       features=self.config.features)
-        window.add(_stacked_features(events))
+        features = _batch_features(batch)
+        if not features:
+            return
+        window.add(features)
         every = self.config.evaluate_every or window.slot_rows or self.config.window_rows
         if window.since_eval >= every:
             self._maybe_evaluate(key, window)
@@ -628,27 +618,26 @@ class DriftMonitor(MonitorBase):
             log.exception("could not persist the last drift reports")
 
 
-def _stacked_features(events: list[Any]) -> dict[str, np.ndarray]:
-    """Features of several events: tensors concatenated row-wise first, then split into features once."""
-    if len(events) == 1:
-        return extract_features(events[0].inputs)
-    names = set(events[0].inputs)
-    for e in events[1:]:
-        names &= set(e.inputs)
-    stacked = {}
-    for name in names:
-        parts = [np.asarray(e.inputs[name]) for e in events]
+def _batch_features(batch: Any) -> dict[str, np.ndarray]:
+    """Features of a batch's successful calls: tensors stacked row-wise first, then split into features once."""
+    ok = [i for i, e in enumerate(batch.errors) if e is None] if any(e is not None for e in batch.errors) \
+        else range(batch.count)
+    out: dict[str, np.ndarray] = {}
+    for name, tensors in batch.inputs.items():
+        parts = [np.asarray(tensors[i]) for i in ok if tensors[i] is not None]
+        if not parts:
+            continue
+        parts = [p if p.ndim else p.reshape(1) for p in parts]
         try:
-            stacked[name] = np.concatenate([p if p.ndim else p.reshape(1) for p in parts])
-        except ValueError:  # trailing shapes differ between requests: score them one by one
-            stacked[name] = None
-    out = extract_features({n: a for n, a in stacked.items() if a is not None})
-    for name in [n for n, a in stacked.items() if a is None]:
-        merged: dict[str, list[np.ndarray]] = {}
-        for e in events:
-            for fname, values in extract_features({name: e.inputs[name]}).items():
-                merged.setdefault(fname, []).append(values)
-        out.update({f: np.concatenate(v) for f, v in merged.items() if len(v) == len(events)})
+            stacked = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        except ValueError:  # trailing shapes differ between calls: split each call, then join per feature
+            merged: dict[str, list[np.ndarray]] = {}
+            for part in parts:
+                for fname, values in extract_features({name: part}).items():
+                    merged.setdefault(fname, []).append(values)
+            out.update({f: np.concatenate(v) for f, v in merged.items()})
+            continue
+        out.update(extract_features({name: stacked}))
     return out
 
 

@@ -38,7 +38,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops_core.entities import PredictionEvent
+from mlops_core.entities import PredictionBatch, PredictionEvent
 from mlops_core.plugins import PluginManager
 from monitors_fixtures import DirStore, context
 
@@ -60,10 +60,11 @@ def _iris_live(rng: np.random.Generator, x: np.ndarray, rows: int, shift_feature
 
 
 def _served(drift: DriftMonitor, live: np.ndarray, rows_per_call: int = 10) -> None:
-    for start in range(0, len(live), rows_per_call):
-        batch = live[start:start + rows_per_call]
-        drift.mlops_predictions_served(PredictionEvent(model="iris", version=1, inputs={"input-0": batch},
-                                                       outputs={}, latency_s=0.001, batch_size=len(batch)))
+    events = [PredictionEvent(model="iris", version=1, inputs={"input-0": live[s:s + rows_per_call]}, outputs={},
+                              latency_s=0.001, batch_size=rows_per_call)
+              for s in range(0, len(live), rows_per_call)]
+    for start in range(0, len(events), 50):  # as a server hands them over: batches of calls
+        drift.mlops_predictions_batch(PredictionBatch.from_events(events[start:start + 50]))
     assert drift.flush(60)
 
 
@@ -91,7 +92,7 @@ def test_iris_scenario_reports_no_drift_and_flags_only_a_shifted_feature(tmp_pat
             assert drift.flush(30)
             assert stack.storage.exists("profiles/iris/1.json")  # the 150 example rows became the reference
             _served(drift, _iris_live(np.random.default_rng(12), x, 2000, shift_feature))
-            report = drift.latest_report("iris", 1)
+            report = drift.evaluate_now("iris", 1)
     finally:
         stack.close()
     assert report is not None and report.rows == 2000

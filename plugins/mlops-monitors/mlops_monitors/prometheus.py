@@ -4,7 +4,7 @@ Exposed in text format 0.0.4 through ``mlops_collect_metrics`` (a server's
 ``/metrics``), or pushed to a Pushgateway for batch jobs (``push_url``).
 
 Off the hot path: the server hands calls over in batches
-(``mlops_predictions_batch``, about every 50 ms), and a batch is folded into
+(``mlops_predictions_batch``, about every 200 ms), and a batch is folded into
 the series with a few vectorised numpy calls under a per-series lock. Families (``mlops_`` namespace):
 
 * ``mlops_requests_total{model,version}``: prediction calls, failed ones included;

@@ -205,7 +205,8 @@ class FeatureWindow:
     tests (the profile's KLL items and weights) is decoded once, here.
     """
 
-    __slots__ = ("profile", "buf", "filled", "pos", "_parts", "ref_items", "ref_weights", "ref_n")
+    __slots__ = ("profile", "buf", "filled", "pos", "_parts", "ref_items", "ref_weights", "ref_n", "ref_values",
+                 "ref_cdf")
 
     def __init__(self, profile: FeatureProfile, capacity: int | None) -> None:
         self.profile = profile
@@ -220,6 +221,7 @@ class FeatureWindow:
             sketch = KllSketch.from_dict(profile.sketch)
             self.ref_items = np.concatenate(sketch.levels)
             self.ref_weights = np.concatenate([np.full(lvl.size, 2.0 ** i) for i, lvl in enumerate(sketch.levels)])
+            self.ref_values, self.ref_cdf = stats.reference_cdf(self.ref_items, self.ref_weights)
 
     def _coded(self, values: np.ndarray) -> np.ndarray:
         if self.profile.kind == "numeric":
@@ -308,8 +310,7 @@ def _numeric_verdict(fw: FeatureWindow, config: DriftConfig, values: np.ndarray)
     ref = np.asarray(fp.counts, dtype=np.float64)
     scores = {"psi": stats.psi(ref, counts), "js": stats.js_distance(ref, counts)}
     if fw.ref_items is not None and v.size:
-        d, p = stats.ks_test(fw.ref_items, fw.ref_weights, fw.ref_n, v)
-        w = stats.wasserstein(fw.ref_items, fw.ref_weights, v)
+        d, p, w = stats.ks_and_wasserstein(fw.ref_values, fw.ref_cdf, fw.ref_n, v)
     else:
         d, p, w = 0.0, 1.0, 0.0
     std = fp.std or 0.0

@@ -32,7 +32,8 @@ import math
 
 import numpy as np
 
-__all__ = ["psi", "ks_statistic", "js_distance", "chi2_test", "chi2_sf", "ks_test", "ks_pvalue", "wasserstein"]
+__all__ = ["psi", "ks_statistic", "js_distance", "chi2_test", "chi2_sf", "ks_test", "ks_pvalue", "wasserstein",
+           "reference_cdf", "ks_and_wasserstein"]
 
 EPS = 1e-4
 
@@ -182,3 +183,32 @@ def wasserstein(ref_items: np.ndarray, ref_weights: np.ndarray | None, current: 
     f = _step_cdf(points[:-1], items, cum)
     g = np.searchsorted(cur, points[:-1], side="right") / cur.size
     return float(np.sum(np.abs(f - g) * np.diff(points)))
+
+
+def reference_cdf(items: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct reference values and the CDF at each (computed once per profile, reused per window)."""
+    sorted_items, cum = _reference_cdf(items, weights)
+    last = np.r_[sorted_items[1:] != sorted_items[:-1], True]  # the last copy of a tied value carries its CDF
+    return sorted_items[last], cum[last]
+
+
+def ks_and_wasserstein(ref_values: np.ndarray, ref_cdf: np.ndarray, n_ref: int,
+                       current: np.ndarray) -> tuple[float, float, float]:
+    """(KS D, KS p-value, W1) of raw ``current`` values against :func:`reference_cdf` output, with one sort.
+
+    Same results as :func:`ks_test` and :func:`wasserstein`; the serving window is
+    scored with this, so an evaluation sorts each feature's window once.
+    """
+    cur = np.sort(np.asarray(current, dtype=np.float64))
+    if cur.size == 0 or ref_values.size == 0:
+        return 0.0, 1.0, 0.0
+    points = np.concatenate((ref_values, cur))
+    points.sort(kind="mergesort")  # two sorted runs: a merge
+    idx = np.searchsorted(ref_values, points, side="right")
+    f = np.where(idx > 0, ref_cdf[np.maximum(idx - 1, 0)], 0.0)
+    g = np.searchsorted(cur, points, side="right") / cur.size
+    diff = np.abs(f - g)
+    d = float(diff.max())
+    w = float(np.sum(diff[:-1] * np.diff(points)))
+    m = cur.size
+    return d, ks_pvalue(d, n_ref * m / (n_ref + m)), w

@@ -255,3 +255,15 @@ def test_categorical_resample_never_flags_and_a_reordered_table_does():
     moved = analyze(profile, [{"c": rng.choice(cats, WINDOW, p=probs[::-1])}]).feature("c")
     assert calm.kind == "categorical" and not calm.drifted and calm.effect < 0.05
     assert moved.drifted and moved.p_value < 1e-10 and moved.effect > 0.3 and moved.method == "js"
+
+
+def test_the_one_sort_path_equals_the_reference_definitions():
+    rng = np.random.default_rng(31)
+    for ref, cur in [(np.round(rng.normal(0, 1, 700), 1), np.round(rng.normal(0.2, 1.1, 900), 1)),
+                     (rng.exponential(1, 500), rng.exponential(1.2, 3000)),
+                     (rng.integers(0, 3, 400).astype(float), rng.integers(0, 4, 800).astype(float))]:
+        weights = rng.integers(1, 4, ref.size).astype(float)
+        values, cdf = stats.reference_cdf(ref, weights)
+        d, p, w = stats.ks_and_wasserstein(values, cdf, ref.size, cur)
+        assert (d, p) == pytest.approx(stats.ks_test(ref, weights, ref.size, cur))
+        assert w == pytest.approx(stats.wasserstein(ref, weights, cur))

@@ -12,7 +12,7 @@ import binascii
 import datetime as _dt
 import json
 import re
-from typing import Any, Generic, Mapping, TypeVar
+from typing import Any, Generic, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
@@ -32,6 +32,7 @@ __all__ = [
     "DeploymentSpec",
     "Deployment",
     "PredictionEvent",
+    "PredictionBatch",
     "validate_model_name",
     "validate_alias",
     "validate_tag_key",
@@ -351,6 +352,58 @@ class PredictionEvent:
     batch_size: int = 1
     error: str | None = None
     timestamp: float = 0.0
+    #: The caller's request id (``X-Request-ID``, the trace id of ``traceparent``, or the V2 body ``id``).
+    request_id: str | None = None
+    #: The W3C ``traceparent`` header of the call, when the caller sent one (tracing monitors parent on it).
+    traceparent: str | None = None
+
+
+@attrs.frozen
+class PredictionBatch:
+    """Prediction calls of one model version, handed to monitors together (``mlops_predictions_batch``).
+
+    Column ``i`` of every field belongs to call ``i``: ``latency_s``, ``batch_size``
+    and ``timestamp`` are sequences of ``count`` numbers (numpy arrays when a
+    server builds them), ``errors`` and ``request_ids`` sequences of strings or
+    None. ``inputs``/``outputs`` map a tensor name to the ``count`` tensors of the
+    calls, in order (a call without that tensor has None). A monitor usually
+    stacks them once per batch; :meth:`events` gives the calls one by one.
+    """
+
+    model: str
+    version: int | None
+    count: int
+    latency_s: Sequence[float]
+    batch_size: Sequence[int]
+    timestamp: Sequence[float]
+    errors: Sequence[str | None]
+    request_ids: Sequence[str | None]
+    inputs: Mapping[str, Sequence[Any]]
+    outputs: Mapping[str, Sequence[Any]]
+    traceparents: Sequence[str | None] = ()
+
+    def events(self) -> Iterator[PredictionEvent]:
+        for i in range(self.count):
+            yield PredictionEvent(
+                model=self.model, version=self.version,
+                inputs={n: v[i] for n, v in self.inputs.items() if v[i] is not None},
+                outputs={n: v[i] for n, v in self.outputs.items() if v[i] is not None},
+                latency_s=float(self.latency_s[i]), batch_size=int(self.batch_size[i]), error=self.errors[i],
+                timestamp=float(self.timestamp[i]), request_id=self.request_ids[i],
+                traceparent=self.traceparents[i] if self.traceparents else None)
+
+    @classmethod
+    def from_events(cls, events: Sequence[PredictionEvent]) -> "PredictionBatch":
+        """Columns of ``events`` (all of one model version)."""
+        first = events[0]
+        names_in = {n for e in events for n in e.inputs}
+        names_out = {n for e in events for n in e.outputs}
+        return cls(model=first.model, version=first.version, count=len(events),
+                   latency_s=[e.latency_s for e in events], batch_size=[e.batch_size for e in events],
+                   timestamp=[e.timestamp for e in events], errors=[e.error for e in events],
+                   request_ids=[e.request_id for e in events], traceparents=[e.traceparent for e in events],
+                   inputs={n: [e.inputs.get(n) for e in events] for n in names_in},
+                   outputs={n: [e.outputs.get(n) for e in events] for n in names_out})
 
 
 def to_json(obj: Any) -> Any:

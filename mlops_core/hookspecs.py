@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import argparse
     from pathlib import Path
 
-    from .entities import AliasChange, Deployment, ImageRef, ModelVersion, PredictionEvent
+    from .entities import AliasChange, Deployment, ImageRef, ModelVersion, PredictionBatch, PredictionEvent
     from .plugins import BackendRegistrar
 
 PROJECT_NAME = "mlops_core"
@@ -171,6 +171,25 @@ def mlops_predictions_served(event: "PredictionEvent") -> None:
     hand heavy work to a background thread.
 
     :param event: model, version, decoded inputs and outputs, latency, batch size, error.
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_predictions_batch(batch: "PredictionBatch") -> None:
+    """Prediction calls of one model version, delivered together (about every 200 ms while serving).
+
+    The fast path for monitors: one call per batch instead of one per request.
+    A plugin that implements this hook receives served predictions *only* here,
+    whichever way they are emitted: a single event from ``predictions_served``
+    arrives as a batch of one, and plugins that implement only
+    ``mlops_predictions_served`` get a server's batches call by call. Called on a
+    background thread; implementations must not block for long.
+
+    :param batch: columns of the calls (latencies, batch sizes, timestamps,
+        errors, request ids) and their input and output tensors; ``batch.events()``
+        yields them as :class:`~mlops_core.entities.PredictionEvent`.
 
     Return value ignored.
     """

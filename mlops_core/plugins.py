@@ -286,9 +286,9 @@ class Hooks:
     def has_listeners(self, hook_name: str) -> bool:
         return bool(self._impls(hook_name))
 
-    def _broadcast(self, hook_name: str, **kwargs: Any) -> list[Any]:
+    def _broadcast(self, hook_name: str, _impls: list[Any] | None = None, **kwargs: Any) -> list[Any]:
         results = []
-        impls = self._impls(hook_name)
+        impls = self._impls(hook_name) if _impls is None else _impls
         if self._call_monitors:
             names = [i.plugin_name for i in reversed(impls) if not (i.hookwrapper or i.wrapper)]
             for monitor in list(self._call_monitors):
@@ -329,8 +329,40 @@ class Hooks:
     def deployment_changed(self, deployment: Any, action: str) -> None:
         self._broadcast("mlops_deployment_changed", deployment=deployment, action=action)
 
+    def _prediction_split(self) -> tuple[list[Any], list[Any]]:
+        """(batch listeners, per-call-only listeners), recomputed only when plugins change."""
+        cached = getattr(self, "_split_cache", None)
+        if cached is not None and cached[0] == self.generation:
+            return cached[1], cached[2]
+        batch = self._impls("mlops_predictions_batch")
+        takes_batches = {i.plugin_name for i in batch}
+        per_call = [i for i in self._impls("mlops_predictions_served") if i.plugin_name not in takes_batches]
+        self._split_cache = (self.generation, batch, per_call)
+        return batch, per_call
+
+    def has_prediction_listeners(self) -> bool:
+        """Whether any plugin listens for served predictions (per call or per batch)."""
+        batch, per_call = self._prediction_split()
+        return bool(batch or per_call)
+
     def predictions_served(self, event: Any) -> None:
-        self._broadcast("mlops_predictions_served", event=event)
+        batch, per_call = self._prediction_split()
+        if per_call:
+            self._broadcast("mlops_predictions_served", per_call, event=event)
+        if batch:
+            from .entities import PredictionBatch
+
+            self._broadcast("mlops_predictions_batch", batch, batch=PredictionBatch.from_events([event]))
+
+    def predictions_batch(self, batch: Any) -> None:
+        """Deliver a :class:`~mlops_core.entities.PredictionBatch`: whole to plugins that take batches,
+        call by call to plugins that implement only ``mlops_predictions_served``."""
+        takes_batches, per_call = self._prediction_split()
+        if takes_batches:
+            self._broadcast("mlops_predictions_batch", takes_batches, batch=batch)
+        if per_call:
+            for event in batch.events():
+                self._broadcast("mlops_predictions_served", per_call, event=event)
 
     def drift_detected(self, report: Any) -> None:
         self._broadcast("mlops_drift_detected", report=report)

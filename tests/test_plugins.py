@@ -333,3 +333,46 @@ def test_a_plugin_whose_cli_hook_raises_is_reported_and_other_commands_work(run_
     assert failures["badcli"]["stage"] == "mlops_add_cli_commands"
     assert "cannot add my command" in failures["badcli"]["error"]
     assert run_cli("models", "list", env=env).returncode == 0
+
+
+def test_prediction_batches_reach_batch_listeners_whole_and_others_call_by_call() -> None:
+    """(#12) ``mlops_predictions_batch``: one call per batch for plugins that take batches, per call for the rest."""
+    from mlops_core.entities import PredictionBatch, PredictionEvent
+    from mlops_core.plugins import PluginManager, hookimpl
+
+    seen: dict[str, list] = {"per_call": [], "batches": [], "both_batches": [], "both_calls": []}
+
+    class PerCall:
+        @hookimpl
+        def mlops_predictions_served(self, event):
+            seen["per_call"].append(event.request_id)
+
+    class Batches:
+        @hookimpl
+        def mlops_predictions_batch(self, batch):
+            seen["batches"].append(list(batch.request_ids))
+
+    class Both:  # implements both: gets batches only, never the same call twice
+        @hookimpl
+        def mlops_predictions_served(self, event):
+            seen["both_calls"].append(event.request_id)
+
+        @hookimpl
+        def mlops_predictions_batch(self, batch):
+            seen["both_batches"].append(batch.count)
+
+    pm = PluginManager(autoload=False)
+    assert not pm.hooks.has_prediction_listeners()
+    pm.register(PerCall(), name="per-call")
+    assert pm.hooks.has_prediction_listeners()
+    pm.register(Batches(), name="batches")
+    pm.register(Both(), name="both")
+    events = [PredictionEvent(model="m", version=1, inputs={"x": [i]}, outputs={}, latency_s=0.001 * i,
+                              request_id=f"r{i}", traceparent=None) for i in range(3)]
+    pm.hooks.predictions_served(events[0])
+    pm.hooks.predictions_batch(PredictionBatch.from_events(events))
+    assert seen["per_call"] == ["r0", "r0", "r1", "r2"]
+    assert seen["batches"] == [["r0"], ["r0", "r1", "r2"]]
+    assert seen["both_batches"] == [1, 3] and seen["both_calls"] == []
+    back = list(PredictionBatch.from_events(events).events())
+    assert back == events  # columns and events convert both ways without loss

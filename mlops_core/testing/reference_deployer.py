@@ -136,7 +136,7 @@ def _handler(model: Any, spec: DeploymentSpec, log: deque, hooks: Any) -> type[B
             flat = flatten(y)
             shape = shape_of(y.tolist() if hasattr(y, "tolist") else y)
             out = {"name": "output-0", "datatype": v2_datatype(flat), "shape": shape, "data": flat}
-            if hooks is not None and hooks.has_listeners("mlops_predictions_served"):
+            if hooks is not None and hooks.has_prediction_listeners():
                 hooks.predictions_served(PredictionEvent(
                     model=spec.model, version=spec.version, inputs=decoded, outputs={"output-0": y},
                     latency_s=time.perf_counter() - start, batch_size=len(x) if isinstance(x, list) else 1,

@@ -21,7 +21,8 @@ from typing import Any, Callable, ClassVar
 
 import pytest
 
-from ...entities import (AliasChange, ArtifactRef, Deployment, ImageRef, Lineage, ModelVersion, PredictionEvent)
+from ...entities import (AliasChange, ArtifactRef, Deployment, ImageRef, Lineage, ModelVersion, PredictionBatch,
+                         PredictionEvent)
 from ...interfaces import Monitor
 from ...plugins import Hooks, PluginManager
 from ._base import ConformanceSuite
@@ -64,6 +65,10 @@ def sample_events(model: str = "kit-model") -> dict[str, dict[str, Any]]:
         outputs: dict[str, Any] = {"output-0": np.array([2.0, 4.0])}
     except ImportError:  # a monitor must cope with plain lists too
         inputs, outputs = {"input-0": [[1.0, 2.0], [3.0, 4.0]]}, {"output-0": [2.0, 4.0]}
+    served = PredictionEvent(model=model, version=3, inputs=inputs, outputs=outputs, latency_s=0.0042,
+                             batch_size=2, timestamp=time.time(), request_id="kit-request-1")
+    failed = PredictionEvent(model=model, version=3, inputs=inputs, outputs={}, latency_s=0.01, batch_size=2,
+                             error="ValueError: bad input", timestamp=time.time())
     deployment = Deployment(name=model, model=model, version=3, backend="kit", state="ready",
                             url="http://127.0.0.1:1", previous_version=2)
     return {
@@ -75,9 +80,8 @@ def sample_events(model: str = "kit-model") -> dict[str, dict[str, Any]]:
         "mlops_image_built": {"version": version,
                               "image": ImageRef(reference=f"local/{model}:3", digest="sha256:" + "b" * 64)},
         "mlops_deployment_changed": {"deployment": deployment, "action": "updated"},
-        "mlops_predictions_served": {"event": PredictionEvent(model=model, version=3, inputs=inputs,
-                                                              outputs=outputs, latency_s=0.0042, batch_size=2,
-                                                              timestamp=time.time())},
+        "mlops_predictions_served": {"event": served},
+        "mlops_predictions_batch": {"batch": PredictionBatch.from_events([served, failed])},
         "mlops_drift_detected": {"report": {"model": model, "version": 3, "features": {"input-0": 0.42}}},
         "mlops_alert": {"alert": {"severity": "warning", "title": "kit alert", "model": model, "version": 3,
                                   "details": {}}},

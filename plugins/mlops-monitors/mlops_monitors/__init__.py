@@ -1,4 +1,5 @@
-"""mlops-monitors: Prometheus metrics, statistical drift, prediction logs, webhook alerts and a drift report.
+"""mlops-monitors: Prometheus metrics, statistical drift, prediction logs, webhook alerts, OpenTelemetry (OTLP)
+and a drift report.
 
 Monitors are chosen in the stack::
 
@@ -6,7 +7,7 @@ Monitors are chosen in the stack::
     backend = "prometheus"
     [[monitors]]
     backend = "drift"
-    psi_threshold = 0.2
+    alpha = 0.01
     [[monitors]]
     backend = "log"
     sample_rate = 1.0
@@ -30,6 +31,7 @@ __all__ = [
     "DriftMonitor", "DriftConfig", "DriftReport", "analyze",
     "LogMonitor", "LogMonitorConfig",
     "WebhookAlerter", "WebhookConfig",
+    "OtelMonitor", "OtelConfig",
     "ReferenceProfile", "build_profile", "load_profile", "save_profile",
     "KllSketch",
     "render_report",
@@ -40,6 +42,7 @@ _LAZY = {
     "DriftMonitor": "drift", "DriftConfig": "drift", "DriftReport": "drift", "analyze": "drift",
     "LogMonitor": "logmon", "LogMonitorConfig": "logmon",
     "WebhookAlerter": "webhook", "WebhookConfig": "webhook",
+    "OtelMonitor": "otel", "OtelConfig": "otel",
     "ReferenceProfile": "profile", "build_profile": "profile", "load_profile": "profile", "save_profile": "profile",
     "KllSketch": "sketches",
     "render_report": "report",
@@ -52,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .prometheus import PrometheusConfig, PrometheusMonitor
     from .report import render_report
     from .sketches import KllSketch
+    from .otel import OtelConfig, OtelMonitor
     from .webhook import WebhookAlerter, WebhookConfig
 
 

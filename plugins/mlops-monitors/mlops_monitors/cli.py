@@ -42,10 +42,10 @@ def _g(x: Any) -> str:
 
 
 def _print_report(report: DriftReport) -> None:
-    print_table([(f.name, f.kind, f.method, _g(f.score), _g(f.threshold), "DRIFT" if f.drifted else "ok",
-             _g(f.scores.get("psi")), _g(f.scores.get("ks")), _g(f.scores.get("js")), f.rows)
-            for f in sorted(report.features, key=lambda f: (not f.drifted, f.name))],
-           ["feature", "kind", "method", "score", "threshold", "status", "psi", "ks", "js", "rows"])
+    print_table([(f.name, f.kind, f.method, _g(f.score), _g(f.threshold), f.status.upper() if f.drifted else f.status,
+                  _g(f.p_value), f"{f.effect_name} {_g(f.effect)}", _g(f.scores.get("psi")), f.rows)
+                 for f in sorted(report.features, key=lambda f: (not f.drifted, f.name))],
+                ["feature", "kind", "method", "score", "threshold", "status", "p-value", "effect", "psi", "rows"])
     print(f"\n{len(report.drifted)} of {len(report.features)} feature(s) drifted; {report.rows} rows scored")
 
 

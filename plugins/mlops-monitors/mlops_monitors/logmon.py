@@ -6,7 +6,7 @@ objects, never appended to, so any ArtifactStore (S3 included) works:
 
 * ``logs/predictions/<model>/<YYYY-MM-DD>/<HHMMSS>-<uuid>.jsonl``: one line per
   sampled call: ``{"ts", "model", "version", "latency_s", "batch_size", "error",
-  "inputs": {name: nested list}, "outputs": {...}}``;
+  "request_id" (when the caller sent one), "inputs": {name: nested list}, "outputs": {...}}``;
 * ``logs/events/<YYYY-MM-DD>/<HHMMSS>-<uuid>.jsonl``: ``{"ts", "event", ...}`` for
   versions registered or deleted, aliases moved, images built, deployments,
   drift detected and alerts.
@@ -101,10 +101,18 @@ class LogMonitor(MonitorBase):
 
     # ------------------------------------------------------------ hot path
     @hookimpl
-    def mlops_predictions_served(self, event: Any) -> None:
+    def mlops_predictions_batch(self, batch: Any) -> None:
+        # One decision per call, one queue item per batch: the records are built on the worker.
         rate = self.config.sample_rate
-        if rate >= 1.0 or (rate > 0.0 and self._rng.random() < rate):
-            self.worker.submit(("prediction", event))
+        if rate >= 1.0:
+            picked: Any = range(batch.count)
+        elif rate > 0.0:
+            rnd = self._rng.random
+            picked = [i for i in range(batch.count) if rnd() < rate]
+        else:
+            return
+        if picked:
+            self.worker.submit(("batch", (batch, picked)))
 
     # ------------------------------------------------------ lifecycle hooks
     def _event(self, name: str, **fields: Any) -> None:
@@ -142,8 +150,13 @@ class LogMonitor(MonitorBase):
 
     # ---------------------------------------------------- background work
     def _process(self, items: list[tuple[str, Any]]) -> None:
-        for item in items:
-            self._record(*item)
+        for kind, payload in items:
+            if kind == "batch":
+                batch, picked = payload
+                for event in _picked_events(batch, picked):
+                    self._record("prediction", event)
+            else:
+                self._record(kind, payload)
 
     def _day(self, ts: float) -> str:
         day = int(ts // 86400)
@@ -157,6 +170,8 @@ class LogMonitor(MonitorBase):
             ts = ev.timestamp or time.time()
             record: dict[str, Any] = {"ts": ts, "model": ev.model, "version": ev.version,
                                       "latency_s": ev.latency_s, "batch_size": ev.batch_size, "error": ev.error}
+            if ev.request_id is not None:
+                record["request_id"] = ev.request_id
             truncated = False
             max_rows = self.config.max_rows
             if self.config.log_inputs:
@@ -215,6 +230,18 @@ class LogMonitor(MonitorBase):
         super().close()
         if self._buffered:
             self.write_buffers()
+
+
+def _picked_events(batch: Any, picked: Any) -> Iterator[Any]:
+    from mlops_core.entities import PredictionEvent
+
+    for i in picked:
+        yield PredictionEvent(
+            model=batch.model, version=batch.version,
+            inputs={n: v[i] for n, v in batch.inputs.items() if v[i] is not None},
+            outputs={n: v[i] for n, v in batch.outputs.items() if v[i] is not None},
+            latency_s=float(batch.latency_s[i]), batch_size=int(batch.batch_size[i]), error=batch.errors[i],
+            timestamp=float(batch.timestamp[i]), request_id=batch.request_ids[i])
 
 
 def iter_prediction_records(storage: Any, model: str, *, version: int | None = None,

@@ -22,9 +22,12 @@ def mlops_register_backends(backends: Any) -> None:
                          config="mlops_monitors.prometheus:PrometheusConfig",
                          summary="Prometheus counters and histograms per model/version on /metrics; Pushgateway push")
     backends.add_monitor("drift", "mlops_monitors.drift:create_monitor", config="mlops_monitors.drift:DriftConfig",
-                         summary="per-feature drift (PSI, KS, Jensen-Shannon, chi-squared) vs a reference profile")
+                         summary="per-feature drift vs a reference profile: KS/chi-squared p-value and Wasserstein/JS effect size")
     backends.add_monitor("log", "mlops_monitors.logmon:create_monitor", config="mlops_monitors.logmon:LogMonitorConfig",
                          summary="JSON-lines logs of lifecycle events and sampled predictions in the stack's storage")
+    backends.add_monitor("otel", "mlops_monitors.otel:create_monitor", config="mlops_monitors.otel:OtelConfig",
+                         summary="OpenTelemetry metrics and predict-call traces over OTLP/HTTP "
+                                 "(extra: mlops-monitors[otel])")
     backends.add_monitor("webhook", "mlops_monitors.webhook:create_monitor",
                          config="mlops_monitors.webhook:WebhookConfig",
                          summary="POST alerts as JSON to a URL, with retries and backoff, never blocking")

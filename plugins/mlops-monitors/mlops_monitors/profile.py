@@ -7,7 +7,8 @@ tensor is one feature named like the tensor, a 2-D tensor ``x`` of shape
 data use the same naming as events seen while serving, so they line up.
 
 Numeric features keep a KLL sketch, summary statistics and *fixed bins* cut at
-the reference quantiles (20 bins by default) with the reference counts in each;
+the reference quantiles (20 bins by default), moved into the gaps between tied
+values (:func:`tie_aware_edges`), with the reference counts in each;
 serving windows count into the same bins, which makes them exactly mergeable and
 constant in memory. Categorical features keep a capped frequency table.
 
@@ -34,7 +35,7 @@ from .sketches import OTHER, CappedCounter, KllSketch
 
 __all__ = [
     "FeatureProfile", "ReferenceProfile", "build_profile", "profile_key", "load_profile", "save_profile",
-    "extract_features", "tensors_from_example", "read_data", "MAX_COLUMNS",
+    "extract_features", "tensors_from_example", "read_data", "MAX_COLUMNS", "tie_aware_edges",
 ]
 
 #: Columns taken from one multi-column tensor at most (wider tensors are images or embeddings).
@@ -157,7 +158,7 @@ def _finite(x: float) -> float | None:
 
 def build_profile(chunks: Callable[[], Iterable[Mapping[str, Any]]], *, model: str = "", version: int | None = None,
                   n_bins: int = 20, max_categories: int = 100, categorical: Iterable[str] = (),
-                  k: int = 200, source: str = "") -> ReferenceProfile:
+                  k: int = 1000, source: str = "") -> ReferenceProfile:
     """Profile the features of ``chunks()`` (an iterable of tensor dicts), in two streaming passes.
 
     Pass one feeds KLL sketches and frequency tables; bin edges are cut at the
@@ -168,7 +169,7 @@ def build_profile(chunks: Callable[[], Iterable[Mapping[str, Any]]], *, model: s
     kinds: dict[str, str] = {}
     klls: dict[str, KllSketch] = {}
     cats: dict[str, CappedCounter] = {}
-    stats: dict[str, list[float]] = {}  # count, missing, sum, sumsq
+    stats: dict[str, list[float]] = {}  # count, missing, mean, M2 (Chan et al.'s merge: no cancellation)
     for chunk in chunks():
         for name, col in extract_features(chunk).items():
             kind = kinds.setdefault(name, "numeric" if is_numeric(col) and name not in forced else "categorical")
@@ -179,17 +180,20 @@ def build_profile(chunks: Callable[[], Iterable[Mapping[str, Any]]], *, model: s
                 nan = np.isnan(v)
                 st[1] += int(nan.sum())
                 v = v[~nan]
-                st[2] += float(v.sum())
-                st[3] += float(np.square(v).sum())
+                if v.size:
+                    n_a, n_b = st[0] - st[1] - v.size, v.size
+                    mean_b = float(v.mean())
+                    m2_b = float(np.square(v - mean_b).sum())
+                    delta = mean_b - st[2]
+                    total = n_a + n_b
+                    st[2] += delta * n_b / total
+                    st[3] += m2_b + delta * delta * n_a * n_b / total
                 klls.setdefault(name, KllSketch(k, seed=len(klls))).update(v)
             else:
                 cats.setdefault(name, CappedCounter(max_categories)).update(col)
     if not kinds:
         raise InvalidInputError("no data to profile", hint="pass at least one row of training data")
-    edges: dict[str, np.ndarray] = {}
-    for name, sketch in klls.items():
-        inner = sketch.quantiles(np.linspace(0, 1, n_bins + 1)[1:-1]) if sketch.n else np.empty(0)
-        edges[name] = np.unique(inner)
+    edges = {name: tie_aware_edges(sketch, n_bins) for name, sketch in klls.items()}
     bins: dict[str, np.ndarray] = {n: np.zeros(e.size + 1, dtype=np.int64) for n, e in edges.items()}
     for chunk in chunks():
         for name, col in extract_features(chunk).items():
@@ -201,13 +205,13 @@ def build_profile(chunks: Callable[[], Iterable[Mapping[str, Any]]], *, model: s
     features: dict[str, FeatureProfile] = {}
     rows = 0
     for name, kind in kinds.items():
-        count, missing, total, sq = stats[name]
+        count, missing, mean, m2 = stats[name]
         rows = max(rows, int(count))
         if kind == "numeric":
             sketch = klls[name]
             n = count - missing
-            mean = total / n if n else math.nan
-            var = max(sq / n - mean * mean, 0.0) if n else math.nan
+            mean = mean if n else math.nan
+            var = max(m2 / n, 0.0) if n else math.nan
             features[name] = FeatureProfile(
                 name=name, kind=kind, count=int(count), missing=int(missing), edges=edges[name].tolist(),
                 counts=bins[name].tolist(), min=_finite(sketch.min), max=_finite(sketch.max), mean=_finite(mean),
@@ -219,6 +223,30 @@ def build_profile(chunks: Callable[[], Iterable[Mapping[str, Any]]], *, model: s
             features[name] = FeatureProfile(name=name, kind=kind, count=int(count), counts=counts,
                                             categories=categories)
     return ReferenceProfile(model=model, version=version, rows=rows, features=features, source=source)
+
+
+def tie_aware_edges(sketch: KllSketch, n_bins: int) -> np.ndarray:
+    """Interior bin edges that never cut through a tied value.
+
+    Real features are rounded (iris is measured to 0.1 cm), so quantiles land on
+    atoms; an edge *at* an atom lets jitter smaller than the rounding step move
+    half of it into the next bin, and bin-based scores (PSI) then see drift that
+    is not there. Edges are put halfway between consecutive distinct values
+    instead: a feature with at most ``n_bins`` distinct values gets one bin per
+    value (each atom its own category), a wider one gets quantile edges moved to
+    the gap just above the atom they fall on.
+    """
+    if not sketch.n:
+        return np.empty(0)
+    distinct = np.unique(np.concatenate(sketch.levels))
+    if distinct.size <= 1:
+        return np.empty(0)
+    mids = (distinct[:-1] + distinct[1:]) / 2.0
+    if distinct.size <= n_bins:
+        return mids
+    qs = sketch.quantiles(np.linspace(0, 1, n_bins + 1)[1:-1])
+    idx = np.clip(np.searchsorted(distinct, qs, side="left"), 0, mids.size - 1)
+    return np.unique(mids[idx])
 
 
 def save_profile(storage: Any, profile: ReferenceProfile) -> str:

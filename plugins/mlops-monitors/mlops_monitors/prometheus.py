@@ -3,9 +3,9 @@
 Exposed in text format 0.0.4 through ``mlops_collect_metrics`` (a server's
 ``/metrics``), or pushed to a Pushgateway for batch jobs (``push_url``).
 
-Hot path: one dict lookup, two ``bisect`` calls and a handful of integer adds
-under a per-series lock; nothing is queued, because queueing would cost as much
-as the update itself and can never block. Families (``mlops_`` namespace):
+Off the hot path: the server hands calls over in batches
+(``mlops_predictions_batch``, about every 200 ms), and a batch is folded into
+the series with a few vectorised numpy calls under a per-series lock. Families (``mlops_`` namespace):
 
 * ``mlops_requests_total{model,version}``: prediction calls, failed ones included;
 * ``mlops_predictions_total{model,version}``: rows predicted by successful calls;
@@ -25,7 +25,6 @@ import logging
 import threading
 import urllib.parse
 import urllib.request
-from bisect import bisect_left
 from typing import Any, Mapping
 
 import attrs
@@ -108,6 +107,10 @@ class PrometheusMonitor(MonitorBase):
         self.config = config or PrometheusConfig()
         self._lat_bounds = list(self.config.latency_buckets)
         self._batch_bounds = list(self.config.batch_buckets)
+        import numpy as np
+
+        self._lat_array = np.asarray(self._lat_bounds, dtype=np.float64)
+        self._batch_array = np.asarray(self._batch_bounds, dtype=np.float64)
         self._series: dict[tuple[str, str], _Series] = {}
         self._series_lock = threading.Lock()
         self._stop = threading.Event()
@@ -125,23 +128,32 @@ class PrometheusMonitor(MonitorBase):
             return series
 
     @hookimpl
-    def mlops_predictions_served(self, event: Any) -> None:
-        key = (event.model, "unknown" if event.version is None else str(event.version))
+    def mlops_predictions_batch(self, batch: Any) -> None:
+        """Fold a whole batch of calls into the series: a few numpy calls, whatever its size."""
+        import numpy as np
+
+        key = (batch.model, "unknown" if batch.version is None else str(batch.version))
         series = self._series.get(key) or self._new_series(key)
-        latency = float(event.latency_s)
-        rows = int(event.batch_size)
-        li = bisect_left(self._lat_bounds, latency)  # first bound >= value: Prometheus "le" semantics
-        bi = bisect_left(self._batch_bounds, rows)
+        latency = np.asarray(batch.latency_s, dtype=np.float64)[:batch.count]
+        rows = np.asarray(batch.batch_size, dtype=np.int64)[:batch.count]
+        failed = np.fromiter((e is not None for e in batch.errors), dtype=bool, count=batch.count)
+        # side="left": the first bound >= value, Prometheus "le" semantics
+        lat = np.bincount(np.searchsorted(self._lat_array, latency, side="left"), minlength=len(self._lat_bounds) + 1)
+        bat = np.bincount(np.searchsorted(self._batch_array, rows, side="left"),
+                          minlength=len(self._batch_bounds) + 1)
+        n_failed = int(failed.sum())
+        ok_rows = int(rows[~failed].sum()) if n_failed else int(rows.sum())
+        lat_sum, batch_sum = float(latency.sum()), int(rows.sum())
         with series.lock:
-            series.requests += 1
-            if event.error:
-                series.errors += 1
-            else:
-                series.rows += rows
-            series.lat_counts[li] += 1
-            series.lat_sum += latency
-            series.batch_counts[bi] += 1
-            series.batch_sum += rows
+            series.requests += batch.count
+            series.errors += n_failed
+            series.rows += ok_rows
+            for i, c in enumerate(lat.tolist()):
+                series.lat_counts[i] += c
+            series.lat_sum += lat_sum
+            for i, c in enumerate(bat.tolist()):
+                series.batch_counts[i] += c
+            series.batch_sum += batch_sum
 
     # ---------------------------------------------------------------- exposition
     def render(self, include_health: bool = True) -> str:

@@ -99,10 +99,11 @@ def histogram_svg(fp: FeatureProfile, current: Iterable[int], *, width: int = 52
 
 def _scores_row(f: FeatureDrift) -> str:
     s = f.scores
-    badge = '<span class="badge bad">drift</span>' if f.drifted else '<span class="badge ok">ok</span>'
+    badge = ('<span class="badge bad">drift</span>' if f.drifted else
+             f'<span class="badge ok">{html.escape(f.status)}</span>')
     cells = [html.escape(f.name), f.kind, f.method, _fmt(f.score), _fmt(f.threshold), badge,
-             _fmt(s.get("psi")), _fmt(s.get("ks")), _fmt(s.get("js")), _fmt(s.get("chi2_pvalue")),
-             str(f.rows), str(f.missing)]
+             _fmt(f.p_value), f"{html.escape(f.effect_name)} {_fmt(f.effect)}",
+             _fmt(s.get("psi")), _fmt(s.get("ks")), _fmt(s.get("js")), str(f.rows), str(f.missing)]
     return f'<tr class="{"drift" if f.drifted else ""}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
@@ -113,7 +114,7 @@ def render_report(profile: ReferenceProfile, report: DriftReport, *, title: str 
     summary = (f'<span class="badge bad">{len(drifted)} drifted</span> {html.escape(", ".join(drifted))}'
                if drifted else '<span class="badge ok">no drift</span>')
     head = ("<tr><th>feature</th><th>kind</th><th>method</th><th>score</th><th>threshold</th><th>status</th>"
-            "<th>PSI</th><th>KS</th><th>JS</th><th>chi² p</th><th>rows</th><th>missing</th></tr>")
+            "<th>p-value</th><th>effect</th><th>PSI</th><th>KS D</th><th>JS</th><th>rows</th><th>missing</th></tr>")
     rows = "".join(_scores_row(f) for f in sorted(report.features, key=lambda f: (not f.drifted, f.name)))
     cards = []
     for f in sorted(report.features, key=lambda f: (not f.drifted, f.name)):
@@ -121,7 +122,7 @@ def render_report(profile: ReferenceProfile, report: DriftReport, *, title: str 
         if fp is None:
             continue
         cards.append(f'<div class="card{" drift" if f.drifted else ""}"><h3>{html.escape(f.name)} '
-                     f'<small>({f.kind}, {"chi² p" if f.method == "chi2" else f.method} = {_fmt(f.score)})</small></h3>'
+                     f'<small>({f.kind}, p = {_fmt(f.p_value)}, {f.effect_name} = {_fmt(f.effect)})</small></h3>'
                      f'{histogram_svg(fp, f.counts)}</div>')
     legend = (f'<div class="legend"><span style="background:{REF_COLOR}"></span>reference '
               f'({profile.rows} rows) <span style="background:{CUR_COLOR}"></span>current ({report.rows} rows)</div>')

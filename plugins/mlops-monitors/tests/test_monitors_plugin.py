@@ -70,7 +70,7 @@ def test_cli_commands_are_wired_and_fail_cleanly(tmp_path):
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout) == {"key": "profiles/tiny/2.json", "model": "tiny", "version": 2, "rows": 500,
                                        "features": ["a", "b", "colour"]}
-    (tmp_path / "current.csv").write_text("a,b,colour\n" + "".join(f"{i},{i % 7},c0\n" for i in range(300)))
+    (tmp_path / "current.csv").write_text("a,b,colour\n" + "".join(f"{i % 300},{i % 7},c0\n" for i in range(600)))
     report = _mlops(tmp_path, "monitor", "report", "models:/tiny/2", "--data", "current.csv", "-o", "r.html")
     assert report.returncode == 0, report.stderr
     assert "2 of 3 feature(s) drifted" in report.stdout  # a: range shifted down; colour: one category only

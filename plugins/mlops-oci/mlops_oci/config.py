@@ -134,6 +134,9 @@ class ContainerDeployerConfig:
     #: Extra ulimits, e.g. ``{"nofile": "1024:1024"}`` (podman without a systemd session needs them).
     ulimits: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
     environment: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
+    #: "json": the server in the container writes JSON lines to stdout (one per log message and one per
+    #: request, with model, version, request id and latency) for the engine's and Kubernetes' log collectors.
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     #: Pull the image before starting (off: the engine must already have it).
     pull: bool = attrs.field(default=True, converter=lambda v: bool(_to_bool(v)) if v is not None else True)
     #: Seconds a stopped container gets to drain in-flight requests.

@@ -382,7 +382,7 @@ class ContainerDeployer(Deployer):
             labels[f"{L}previous-version"] = previous.labels[f"{L}version"]
         kwargs: dict[str, Any] = {
             "name": f"{self.config.prefix}{spec.name}-{generation}", "detach": True, "labels": labels,
-            "environment": dict(self.config.environment),
+            "environment": {**dict(self.config.environment), "MLOPS_LOG_FORMAT": self.config.log_format},
             "ulimits": [docker.types.Ulimit(name=k, soft=int(v.split(":")[0]), hard=int(v.split(":")[-1]))
                         for k, v in self.config.ulimits.items()],
         }

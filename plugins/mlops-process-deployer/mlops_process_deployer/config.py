@@ -28,6 +28,7 @@ SERVER_OPTIONS: Mapping[str, str] = {
     "threads": "--threads",
     "drain_timeout": "--drain-timeout",
     "log_level": "--log-level",
+    "log_format": "--log-format",
 }
 
 
@@ -85,3 +86,6 @@ class ProcessDeployerConfig:
     stop_timeout: float = attrs.field(default=40.0, converter=float, validator=_positive)
     #: Seconds a status probe waits for ``/v2/health/ready`` before reporting the state as unknown.
     probe_timeout: float = attrs.field(default=2.0, converter=float, validator=_positive)
+    #: "json": the servers write JSON lines (one per log message and one per request, with model,
+    #: version, request id and latency), and so do this deployer's own lines in the deployment log.
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -303,7 +304,7 @@ class ProcessDeployer(Deployer):
         bundle = str(Path(spec.bundle_path or "").absolute())
         cmd = [self.config.python, "-m", "mlops_server", "--bundle", bundle, "--name", spec.model,
                "--model-version", str(spec.version), "--host", self.config.host, "--port", str(port),
-               "--reuse-port", *self.config.server_args, *flags]
+               "--reuse-port", "--log-format", self.config.log_format, *self.config.server_args, *flags]
         folder.path.mkdir(parents=True, exist_ok=True)
         log_path = folder.log_path(spec.version)
         # The server builds the stack's monitors ([[monitors]], MLOPS_MONITORS): give it the same
@@ -313,8 +314,13 @@ class ProcessDeployer(Deployer):
             env["MLOPS_CONFIG"] = str(self.stack_file)
         with open(log_path, "ab") as log:
             offset = log.tell()
-            log.write(f"---- mlops process deployer {_now()}: starting {spec.model} version {spec.version} "
-                      f"on port {port}: {' '.join(cmd)}\n".encode())
+            if self.config.log_format == "json":
+                log.write(json.dumps({"ts": _now(), "level": "info", "logger": "mlops_process_deployer",
+                                      "msg": "starting", "model": spec.model, "version": spec.version,
+                                      "port": port, "cmd": cmd}).encode() + b"\n")
+            else:
+                log.write(f"---- mlops process deployer {_now()}: starting {spec.model} version {spec.version} "
+                          f"on port {port}: {' '.join(cmd)}\n".encode())
             log.flush()
             # A new session: the server outlives this command, and a Ctrl-C here never reaches it.
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

@@ -170,3 +170,31 @@ def test_deleting_while_list_runs_elsewhere(fresh: DeployEnv) -> None:
         for t in threads:
             t.join()
     assert not errors, errors
+
+
+def test_json_logs_carry_model_version_request_id_and_latency(fresh: DeployEnv) -> None:
+    """``log_format=json`` (#12): the server's lines in the deployment log are JSON objects, one per request."""
+    import http.client
+    import json
+
+    d = mlops_core.deploy("models:/adder/1", name="jsonlogs", options={"log_format": "json"})
+    host, port = d.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    body = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 2], "data": [1.0, 2.0]}]})
+    conn.request("POST", "/v2/models/adder/infer", body, {"Content-Type": "application/json",
+                                                           "X-Request-ID": "req-7"})
+    response = conn.getresponse()
+    assert response.status == 200 and response.getheader("x-request-id") == "req-7"
+    assert json.loads(response.read())["id"] == "req-7"
+    conn.close()
+
+    def logged() -> bool:
+        return '"request_id":"req-7"' in api.deployment_logs("jsonlogs", tail=200)
+
+    wait_until(logged, 30, "the request's JSON log line")
+    lines = [json.loads(x) for x in api.deployment_logs("jsonlogs", tail=200).splitlines() if x.startswith("{")]
+    (record,) = [r for r in lines if r.get("request_id") == "req-7"]
+    assert record["model"] == "adder" and record["version"] == "1" and record["status"] == 200
+    assert record["latency_ms"] > 0 and record["logger"] == "mlops_server.access" and record["level"] == "info"
+    assert any("listening on" in r["msg"] for r in lines)  # the server's own messages are JSON too
+    api.undeploy("jsonlogs")

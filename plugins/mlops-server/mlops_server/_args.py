@@ -59,6 +59,9 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     limits.add_argument("--drain-timeout", type=_positive_float, default=30.0,
                         help="seconds to let in-flight requests finish on SIGTERM (default 30)")
     limits.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    limits.add_argument("--log-format", default=None, choices=("text", "json"),
+                        help="json: JSON lines on stdout, one per log message and one per request (model, "
+                             "version, request id, latency); default: $MLOPS_LOG_FORMAT or text")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

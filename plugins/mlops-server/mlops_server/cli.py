@@ -20,12 +20,19 @@ from .config import BundleSpec, ServerConfig
 __all__ = ["main", "serve_command", "predict_command", "config_from_args", "config_argv"]
 
 
+def _log_format(args: argparse.Namespace) -> str:
+    """``--log-format``, else ``MLOPS_LOG_FORMAT``, else text."""
+    from mlops_core.jsonlog import wanted
+
+    return "json" if wanted(getattr(args, "log_format", None)) else "text"
+
+
 def config_from_args(args: argparse.Namespace, bundles: Sequence[BundleSpec]) -> ServerConfig:
     return ServerConfig(
         bundles=tuple(bundles), host=args.host, port=args.port, reuse_port=args.reuse_port, workers=args.workers,
         max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms, timeout=args.timeout,
         max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, executor=args.executor, threads=args.threads,
-        drain_timeout=args.drain_timeout, log_level=args.log_level,
+        drain_timeout=args.drain_timeout, log_level=args.log_level, log_format=_log_format(args),
         generation=getattr(args, "handover_generation", None),
     )
 
@@ -47,7 +54,8 @@ def config_argv(config: ServerConfig) -> list[str]:
              "--max-batch-size", str(config.max_batch_size), "--max-batch-wait-ms", str(config.max_batch_wait_ms),
              "--max-body-bytes", str(config.max_body_bytes), "--max-queue", str(config.max_queue),
              "--executor", config.executor, "--threads", str(config.threads),
-             "--drain-timeout", str(config.drain_timeout), "--log-level", config.log_level]
+             "--drain-timeout", str(config.drain_timeout), "--log-level", config.log_level,
+             "--log-format", config.log_format]
     if config.timeout:
         argv += ["--timeout", str(config.timeout)]
     if config.reuse_port:

@@ -45,6 +45,9 @@ class ServerConfig:
     drain_timeout: float = attrs.field(default=30.0, validator=_positive)
     keep_alive: float = attrs.field(default=5.0, validator=_positive)
     log_level: str = "info"
+    #: "json": every log line, plus one record per request (model, version, request id, latency,
+    #: status), as JSON objects on stdout for container and Kubernetes log collectors.
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
     #: Servers of one generation share new connections on a reuse-port group; a newer generation
     #: takes them all (see mlops_server.handover). None: this process alone is a generation.
     generation: str | None = None

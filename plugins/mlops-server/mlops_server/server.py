@@ -71,7 +71,12 @@ def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     return bind_listener(host, port, reuse_port=reuse_port).sock
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    if log_format == "json":
+        from mlops_core.jsonlog import configure
+
+        configure(level)
+        return
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s", stream=sys.stderr)
 
@@ -230,7 +235,7 @@ def _close_stack(stack: Any) -> None:
 
 def serve_one(config: ServerConfig) -> int:
     """Run one server process until SIGTERM; returns the exit status."""
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     # A SIGTERM that arrives while models load (before uvicorn handles signals) must still end
     # the process cleanly, not kill it mid-way with "terminated by signal".
     stop: dict[str, Any] = {"requested": False, "server": None}
@@ -304,7 +309,7 @@ def serve(config: ServerConfig, argv: Sequence[str] | None = None) -> int:
     """Serve with ``config.workers`` processes; ``argv`` re-creates the command line for the workers."""
     if config.workers <= 1:
         return serve_one(config)
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     if argv is None:
         raise ValueError("several workers need the command line to start them with")
     # The workers are one generation: they share new connections, and together take them over

@@ -1,0 +1,194 @@
+"""The ``otel`` monitor against a real OTLP/HTTP receiver process (``otlp_receiver.py``, see its docstring).
+
+End to end: a real ``python -m mlops_server`` builds the stack's ``otel`` monitor,
+serves calls that carry a W3C ``traceparent`` and an ``X-Request-ID``, and the
+receiver decodes what the OpenTelemetry SDK's OTLP exporter sent over the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitors_fixtures import Service, free_port, wait_until
+
+pytest.importorskip("opentelemetry.sdk")
+pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
+pytest.importorskip("opentelemetry.proto")
+pytest.importorskip("mlops_server")
+requests = pytest.importorskip("requests")
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture()
+def receiver(tmp_path):
+    port = free_port()
+    out = tmp_path / "otlp.jsonl"
+    service = Service([sys.executable, str(HERE / "otlp_receiver.py"), str(port), str(out)],
+                      f"http://127.0.0.1:{port}", "/counts", tmp_path / "receiver.log")
+    service.out = out
+    yield service
+    service.stop()
+
+
+def _received(receiver) -> list[dict]:
+    if not receiver.out.exists():
+        return []
+    return [json.loads(line) for line in receiver.out.read_text().splitlines()]
+
+
+def _spans(records: list[dict]) -> list[dict]:
+    out = []
+    for r in records:
+        if r["signal"] == "traces":
+            for rs in r["body"].get("resourceSpans", []):
+                service = {a["key"]: a["value"] for a in rs["resource"]["attributes"]}["service.name"]["stringValue"]
+                for ss in rs.get("scopeSpans", []):
+                    for span in ss.get("spans", []):
+                        span["attributes"] = {a["key"]: next(iter(a["value"].values()))
+                                              for a in span.get("attributes", [])}
+                        span["service"] = service
+                        out.append(span)
+    return out
+
+
+def _metric_points(records: list[dict], name: str) -> list[dict]:
+    points = []
+    for r in records:
+        if r["signal"] == "metrics":
+            for rm in r["body"].get("resourceMetrics", []):
+                for sm in rm.get("scopeMetrics", []):
+                    for m in sm.get("metrics", []):
+                        if m["name"] == name:
+                            data = m.get("sum") or m.get("histogram")
+                            points.extend(data["dataPoints"])
+    return points
+
+
+def _b64_hex(value: str) -> str:
+    import base64
+
+    return base64.b64decode(value).hex()
+
+
+def test_monitor_exports_spans_and_metrics_in_process(receiver):
+    from mlops_core.entities import PredictionEvent
+    from mlops_core.plugins import PluginManager
+    from mlops_monitors.otel import OtelConfig, OtelMonitor
+
+    pm = PluginManager(autoload=False)
+    monitor = OtelMonitor(OtelConfig(endpoint=receiver.url, service_name="kit", export_interval_s=60, seed=1))
+    pm.register(monitor, name="monitor:otel:0")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for i in range(5):
+        pm.hooks.predictions_served(PredictionEvent(
+            model="iris", version=2, inputs={"x": np.ones((3, 4))}, outputs={"y": np.zeros(3)}, latency_s=0.002,
+            batch_size=3, timestamp=1_700_000_000.0 + i, request_id=f"req-{i}",
+            traceparent=parent if i == 0 else None, error="ValueError: bad" if i == 4 else None))
+    assert monitor.flush(30)
+    records = _received(receiver)
+    spans = _spans(records)
+    assert len(spans) == 5 and {s["name"] for s in spans} == {"predict iris"}
+    assert all(s["service"] == "kit" and s["kind"] == "SPAN_KIND_SERVER" for s in spans)
+    by_request = {s["attributes"]["mlops.request_id"]: s for s in spans}
+    child = by_request["req-0"]
+    assert _b64_hex(child["traceId"]) == "0af7651916cd43dd8448eb211c80319c"  # the caller's trace
+    assert _b64_hex(child["parentSpanId"]) == "b7ad6b7169203331"
+    assert int(child["endTimeUnixNano"]) - int(child["startTimeUnixNano"]) == 2_000_000  # the real latency
+    assert int(child["endTimeUnixNano"]) == 1_700_000_000 * 10**9
+    assert by_request["req-4"]["status"]["code"] == "STATUS_CODE_ERROR"
+    assert by_request["req-4"]["attributes"]["error.type"] == "ValueError"
+    assert child["attributes"]["mlops.model.version"] == "2" and child["attributes"]["mlops.batch_size"] == "3"
+    requests_points = _metric_points(records, "mlops.requests")
+    assert sum(int(p["asInt"]) for p in requests_points) == 5
+    assert sum(int(p["asInt"]) for p in _metric_points(records, "mlops.predictions")) == 12  # 4 good calls x 3
+    assert sum(int(p["asInt"]) for p in _metric_points(records, "mlops.prediction.errors")) == 1
+    (hist,) = _metric_points(records, "mlops.prediction.duration")
+    assert int(hist["count"]) == 5 and hist["sum"] == pytest.approx(0.01)
+    monitor.close()
+
+
+@pytest.mark.slow
+def test_served_calls_reach_the_receiver_with_the_callers_trace_and_request_id(receiver, tmp_path):
+    from mlops_core.bundle import save_bundle
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    bundle = save_bundle(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), tmp_path / "bundle", example=x[:5])
+    stack = tmp_path / "mlops.toml"
+    stack.write_text(f'home = "{tmp_path / "home"}"\n[[monitors]]\nbackend = "otel"\n'
+                     f'endpoint = "{receiver.url}"\nservice_name = "iris-server"\nexport_interval_s = 1.0\n')
+    env = {**os.environ, "MLOPS_CONFIG": str(stack)}
+    env.pop("MLOPS_PLUGIN_MODULES", None)
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_server", "--bundle", str(bundle.path), "--name", "iris",
+                             "--model-version", "4", "--port", str(port), "--log-format", "json"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: requests.get(base + "/v2/health/ready", timeout=2).status_code == 200, 60,
+                   what="the model server")
+        body = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64", "data": [0.1] * 8}]}
+        trace_ids = []
+        for i in range(20):
+            trace_id = f"{i + 1:032x}"
+            trace_ids.append(trace_id)
+            resp = requests.post(base + "/v2/models/iris/infer", json=body, timeout=10,
+                                 headers={"traceparent": f"00-{trace_id}-{i + 1:016x}-01"})
+            assert resp.status_code == 200
+            assert resp.headers["x-request-id"] == trace_id  # the trace id is the request id
+            assert resp.json()["id"] == trace_id  # and the V2 response echoes it
+        resp = requests.post(base + "/v2/models/iris/infer", json=body, timeout=10,
+                             headers={"x-request-id": "order-42"})
+        assert resp.headers["x-request-id"] == "order-42" and resp.json()["id"] == "order-42"
+        resp = requests.post(base + "/v2/models/iris/infer", json={**body, "id": "body-id"}, timeout=10,
+                             headers={"x-request-id": "hdr-1"})
+        assert resp.json()["id"] == "body-id"  # a V2 id in the body wins in the body
+        bad = requests.post(base + "/v2/models/iris/infer", timeout=10, headers={"x-request-id": "bad-1"},
+                            json={"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64",
+                                              "data": [1, 2, 3]}]})
+        assert bad.status_code == 400 and bad.headers["x-request-id"] == "bad-1"
+
+        def all_spans():
+            spans = _spans(_received(receiver))
+            return spans if len(spans) >= 22 else None
+
+        spans = wait_until(all_spans, 60, 0.5, "22 spans at the receiver")
+        assert all(s["service"] == "iris-server" and s["name"] == "predict iris" for s in spans)
+        traced = {_b64_hex(s["traceId"]): s for s in spans}
+        assert set(trace_ids) <= set(traced)
+        for i, trace_id in enumerate(trace_ids):
+            assert _b64_hex(traced[trace_id]["parentSpanId"]) == f"{i + 1:016x}"
+        assert {s["attributes"].get("mlops.request_id") for s in spans} >= {"order-42", "hdr-1"}  # the header wins
+
+        def requests_counted():
+            points = _metric_points(_received(receiver), "mlops.requests")
+            # cumulative temporality: the latest point holds the total
+            return points and max(int(p["asInt"]) for p in points) == 22
+
+        wait_until(requests_counted, 60, 0.5, "the request counter at the receiver")
+        points = _metric_points(_received(receiver), "mlops.predictions")
+        assert max(int(p["asInt"]) for p in points) == 44
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        log.close()
+    # structured logs: JSON lines on stdout, one per request, with model, version, request id and latency
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
+    access = [r for r in lines if r["logger"] == "mlops_server.access"]
+    assert len(access) == 23
+    first = access[0]
+    assert first["model"] == "iris" and first["version"] == "4" and first["status"] == 200
+    assert first["request_id"] == trace_ids[0] and first["latency_ms"] > 0 and first["rows"] == 2
+    assert [r["status"] for r in access if r["request_id"] == "bad-1"] == [400]
+    assert all(set(r) >= {"ts", "level", "msg", "pid"} for r in lines)

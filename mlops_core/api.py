@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle
+from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle, verify_bundle
 from .entities import (AliasChange, Deployment, DeploymentSpec, ImageRef, Lineage, ModelURI, ModelVersion, Page,
-                       RegisteredModel, utcnow, validate_alias, validate_model_name, validate_tag_key)
-from .errors import InvalidInputError, NotFoundError
+                       RegisteredModel, utcnow, validate_alias, validate_description, validate_model_name,
+                       validate_tag_key, validate_tag_value, validate_tags, validate_version)
+from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
 from .stack import Stack
 
 __all__ = [
@@ -31,6 +34,8 @@ __all__ = [
     "set_description", "delete_version", "delete_model", "build", "deploy", "rollback",
     "undeploy", "deployments", "deployment", "deployment_logs",
 ]
+
+log = logging.getLogger("mlops_core.api")
 
 _STACK: Stack | None = None
 _STACK_LOCK = threading.Lock()
@@ -88,7 +93,7 @@ def save(model: Any, path: str | os.PathLike[str] | None = None, *, example: Any
     s = _stack(stack)
     if path is None:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-        path = s.home / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
+        path = s.ensure_home() / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
     s.events  # the stack's monitors hear bundle_saved too
     return save_bundle(model, path, example=example, signature=signature, format=format,
                        metadata=metadata, overwrite=overwrite, plugins=s.plugins)
@@ -106,8 +111,8 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
     validate_model_name(name)
     if alias is not None:
         validate_alias(alias)
-    for key in (tags or {}):
-        validate_tag_key(key)
+    validate_tags(tags)
+    validate_description(description)
     if isinstance(source, BundleInfo):
         bundle_path = source.path
     elif isinstance(source, (str, os.PathLike)):
@@ -132,22 +137,70 @@ def resolve(uri: str | ModelURI, *, stack: Stack | None = None) -> ModelVersion:
 
 
 def resolve_bundle(uri: str | ModelURI, *, stack: Stack | None = None) -> tuple[ModelVersion, Path]:
-    """Resolve a model URI and return a verified local copy of its bundle (cached by digest)."""
+    """Resolve a model URI and return a verified local copy of its bundle (cached by digest).
+
+    The copy is checked (every file's sha256) before it is returned; a corrupt or
+    tampered cached copy is discarded and pulled again from the stack's storage.
+    """
     s = _stack(stack)
     version = s.registry.resolve(uri)
+    path = _cached_bundle(s, version, lambda p: verify_bundle(p, expected_digest=version.artifact.digest))
+    return version, path[0]
+
+
+def _cache_dir(s: Stack, version: ModelVersion) -> Path:
+    cache = s.ensure_home() / "cache"
+    if not cache.is_dir():
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)  # written by the loader only
+    return cache / "bundles" / version.artifact.digest.replace(":", "-")
+
+
+def _discard(path: Path) -> None:
+    """Move a cached folder out of the way in one rename, then delete it (readers never see half of it)."""
+    trash = path.parent / f".{path.name}.trash-{uuid.uuid4().hex}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _cached_bundle(s: Stack, version: ModelVersion, use: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """``use(path)`` on the local copy of ``version``'s bundle, repairing the cache once if it is corrupt.
+
+    The cache is never trusted: ``use`` verifies (``load_bundle`` reads and checks
+    every byte it loads). On IntegrityError, or a cache folder that holds something
+    else, the copy is discarded and pulled again from storage; a second failure is
+    the storage's, and is raised.
+    """
     from .artifacts import pull_bundle
 
-    dest = s.home / "cache" / "bundles" / version.artifact.digest.replace(":", "-")
-    path = pull_bundle(s.storage, version.artifact, dest)
-    return version, path
+    dest = _cache_dir(s, version)
+    for attempt in (1, 2):
+        try:
+            path = pull_bundle(s.storage, version.artifact, dest)
+            return path, use(path)
+        except (IntegrityError, AlreadyExistsError) as exc:
+            if attempt == 2:
+                raise
+            log.warning("the cached copy of %s at %s is corrupt (%s); pulling it again",
+                        version.uri, dest, getattr(exc, "message", exc))
+            _discard(dest)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load(target: str | os.PathLike[str], *, stack: Stack | None = None) -> Any:
-    """Load a model from a model URI or a bundle folder; every hash is verified first."""
+    """Load a model from a model URI or a bundle folder; every hash is verified first.
+
+    The model is built from the bytes that were verified, never from a second read
+    of the files (see :func:`mlops_core.bundle.open_verified`).
+    """
     s = _stack(stack)
     if isinstance(target, str) and target.startswith("models:/"):
-        version, path = resolve_bundle(target, stack=s)
-        return load_bundle(path, expected_digest=version.artifact.digest, plugins=s.plugins).model
+        version = s.registry.resolve(target)
+        _path, loaded = _cached_bundle(s, version, lambda p: load_bundle(
+            p, expected_digest=version.artifact.digest, plugins=s.plugins))
+        return loaded.model
     return load_bundle(target, plugins=s.plugins).model
 
 
@@ -178,7 +231,7 @@ def _check_page_size(page_size: int) -> None:
 
 def set_alias(name: str, alias: str, version: int, *, stack: Stack | None = None) -> AliasChange:
     s = _stack(stack)
-    change = s.registry.set_alias(validate_model_name(name), validate_alias(alias), int(version))
+    change = s.registry.set_alias(validate_model_name(name), validate_alias(alias), validate_version(version))
     s.events.alias_changed(change)
     return change
 
@@ -193,17 +246,24 @@ def delete_alias(name: str, alias: str, *, stack: Stack | None = None) -> AliasC
 def set_tag(name: str, key: str, value: str | None, *, version: int | None = None,
             stack: Stack | None = None) -> None:
     """Set a tag on a model (or one version); ``value=None`` removes it."""
+    if value is not None:
+        validate_tag_value(value, f"value of tag {key!r}")
+    if version is not None:
+        validate_version(version)
     _stack(stack).registry.set_tag(validate_model_name(name), validate_tag_key(key), value, version=version)
 
 
 def set_description(name: str, description: str, *, version: int | None = None, stack: Stack | None = None) -> None:
-    _stack(stack).registry.set_description(validate_model_name(name), description, version=version)
+    if version is not None:
+        validate_version(version)
+    _stack(stack).registry.set_description(validate_model_name(name), validate_description(description),
+                                           version=version)
 
 
 def delete_version(name: str, version: int, *, stack: Stack | None = None) -> None:
     s = _stack(stack)
-    s.registry.delete_version(validate_model_name(name), int(version))
-    s.events.version_deleted(name, int(version))
+    s.registry.delete_version(validate_model_name(name), validate_version(version))
+    s.events.version_deleted(name, version)
 
 
 def delete_model(name: str, *, stack: Stack | None = None) -> None:

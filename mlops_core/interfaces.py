@@ -31,6 +31,7 @@ from .entities import (
 from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import VerifiedFiles
     from .plugins import Hooks
     from .stack import Stack
 
@@ -323,6 +324,16 @@ class ModelFormat(abc.ABC):
     Formats are not chosen in the stack: ``save`` picks the first format whose
     ``can_save`` says yes (or the one named), and ``load`` uses the one named in
     the bundle manifest.
+
+    Loading: the core reads every file of the bundle once, verifying its sha256 as
+    it reads, and calls :meth:`load_verified` with those bytes
+    (:class:`~mlops_core.bundle.VerifiedFiles`). Override ``load_verified`` and read
+    through ``files.open(name)`` / ``files.read_bytes(name)``: the model is then
+    built from exactly the verified bytes, whatever happens to the folder meanwhile.
+    A format that only implements ``load(directory, manifest)`` keeps working and
+    stays safe: it is handed a private copy of the verified files
+    (``files.materialize()``), which costs one extra copy. Implement at least one of
+    the two.
     """
 
     #: Name recorded in the manifest's ``format`` field.
@@ -335,9 +346,33 @@ class ModelFormat(abc.ABC):
     def save(self, model: Any, directory: Path) -> Sequence[str]:
         """Write the model's files into ``directory``; return their relative paths."""
 
-    @abc.abstractmethod
     def load(self, directory: Path, manifest: Mapping[str, Any]) -> Any:
-        """Load the model. Called only after every file hash has been verified."""
+        """Load the model from the files in ``directory``, which the caller trusts.
+
+        The core never calls this on a bundle folder: it calls :meth:`load_verified`.
+        The default reads the folder's files and hands them to ``load_verified``.
+        """
+        if type(self).load_verified is ModelFormat.load_verified:
+            raise NotImplementedError(f"format {self.name!r} implements neither load() nor load_verified()")
+        from .bundle import VerifiedFiles
+
+        folder = Path(directory)
+        contents = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+                    if p.is_file() and p.name != "manifest.json"}
+        if not contents:
+            raise NotFoundError(f"{folder} holds no model files", hint="save the model first")
+        files = VerifiedFiles(dict(manifest), "", folder, contents, {k: len(v) for k, v in contents.items()})
+        return self.load_verified(files)
+
+    def load_verified(self, files: "VerifiedFiles") -> Any:
+        """Load the model from bytes the core has already verified against the manifest.
+
+        Read what you need before returning: the bytes are released afterwards. The
+        default hands ``load`` a private copy of the verified files.
+        """
+        if type(self).load is ModelFormat.load:
+            raise NotImplementedError(f"format {self.name!r} implements neither load() nor load_verified()")
+        return self.load(files.materialize(), files.manifest)
 
     def imported_modules(self, directory: Path) -> set[str]:
         """Top-level modules the saved model needs (for requirement pinning); empty if unknown."""

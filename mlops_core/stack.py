@@ -180,6 +180,16 @@ class Stack:
     def home(self) -> Path:
         return self.config.home
 
+    def ensure_home(self) -> Path:
+        """Create the stack's home folder if needed, private to its owner (mode 0700).
+
+        It holds the registry, saved bundles, the cache of bundles that get
+        unpickled and temporaries: nobody else should be able to write there.
+        """
+        if not self.config.home.is_dir():
+            self.config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.config.home
+
     @property
     def hooks(self) -> Any:
         return self.plugins.hooks
@@ -189,7 +199,7 @@ class Stack:
                               base_dir=self.config.base_dir, stack=self, config_file=self.config.config_file)
 
     def _build(self, component: str, cc: ComponentConfig) -> Any:
-        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.ensure_home()
         backend = self.plugins.build(component, cc.backend, cc.settings, self.context(cc.backend))
         expected = _ABC[component]
         if not isinstance(backend, expected):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -89,18 +90,63 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 4 if failures else 0
 
 
-def cmd_stack_show(args: argparse.Namespace) -> int:
-    from .stack import load_config
+def _stack_programs(stack: Any) -> list[dict[str, Any]]:
+    """What the stack's deployer and builder will run (their ``programs()``), or why they cannot be built."""
+    out: list[dict[str, Any]] = []
+    for component in ("deployer", "builder"):
+        backend = stack.config.components[component].backend
+        try:
+            commands = [list(map(str, cmd)) for cmd in stack.component(component).programs()]
+        except Exception as exc:  # a broken backend is reported by doctor; here it only hides its programs
+            out.append({"component": component, "backend": backend, "error": str(exc).splitlines()[0]})
+            continue
+        out.extend({"component": component, "backend": backend, "command": cmd} for cmd in commands)
+    return out
 
-    described = load_config().describe()
+
+def _stack_file_warnings(path: Any) -> list[str]:
+    """Why a stack file is not to be trusted: others can change what it makes ``mlops`` run."""
+    import stat as _stat
+
+    if path is None:
+        return []
+    st = path.stat()
+    warnings = []
+    if st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH):
+        warnings.append(f"{path} is writable by other users (mode {oct(_stat.S_IMODE(st.st_mode))}); "
+                        "it can name programs mlops runs: chmod go-w it")
+    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        warnings.append(f"{path} belongs to another user (uid {st.st_uid}); set MLOPS_CONFIG to a stack file you trust")
+    return warnings
+
+
+def cmd_stack_show(args: argparse.Namespace) -> int:
+    from .stack import Stack, load_config
+
+    config = load_config()
+    described = config.describe()
+    stack = Stack(config)
+    try:
+        programs = _stack_programs(stack)
+    finally:
+        stack.close()
+    warnings = _stack_file_warnings(config.config_file)
     if args.json:
-        _print_json(described)
+        _print_json({**described, "programs": programs, "warnings": warnings})
     else:
+        described.pop("config_file")
         print(f"source: {described.pop('source')}\nhome:   {described.pop('home')}")
         monitors = described.pop("monitors")
         rows = [(c, d.pop("backend"), ", ".join(f"{k}={v}" for k, v in d.items()) or "-") for c, d in described.items()]
         rows += [("monitor", m.pop("backend"), ", ".join(f"{k}={v}" for k, v in m.items()) or "-") for m in monitors]
         print_table(rows, ["component", "backend", "settings"])
+        if programs:
+            print("\nprograms this stack runs:")
+            for p in programs:
+                what = " ".join(shlex.quote(a) for a in p["command"]) if "command" in p else f"(cannot tell: {p['error']})"
+                print(f"  {p['component']} ({p['backend']}): {what}")
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -123,6 +169,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     pm = get_plugin_manager()
     config_holder: list[Any] = []
     check("config", lambda: (config_holder.append(load_config()), config_holder[0].source)[1])
+    if config_holder:
+        for warning in _stack_file_warnings(config_holder[0].config_file):
+            checks.append({"check": "stack file", "ok": False, "detail": warning})
     checks.append({"check": "plugins", "ok": True, "detail": f"{len(pm.plugins())} loaded"})
     for failure in pm.all_failures():
         checks.append({"check": f"plugin {failure.name}", "ok": False, "detail": failure.describe()})
@@ -138,6 +187,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for component in requested:
             backend = config_holder[0].components[component].backend
             check(f"{component} ({backend})", lambda c=component: stack.component(c).check())
+        for p in _stack_programs(stack):
+            if "command" in p:
+                checks.append({"check": f"{p['component']} runs", "ok": True,
+                               "detail": " ".join(shlex.quote(a) for a in p["command"])})
         stack.close()
     ok = all(c["ok"] for c in checks)
     if args.json:

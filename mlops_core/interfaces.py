@@ -86,6 +86,14 @@ class Backend(abc.ABC):
     def close(self) -> None:
         """Release connections and files. Called when the stack is closed."""
 
+    def programs(self) -> Sequence[Sequence[str]]:
+        """Command lines this backend will run, as its settings make them (``mlops stack show``, ``doctor``).
+
+        A stack file can name programs (an interpreter, extra arguments); listing them
+        lets people see what a stack makes them run before they run it. Default: none.
+        """
+        return ()
+
 
 # --------------------------------------------------------------------- storage
 _BAD_KEY = re.compile(r"(^/)|(\\)|(^|/)\.\.?(/|$)|[\x00-\x1f]|//")

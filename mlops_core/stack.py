@@ -6,7 +6,7 @@ Resolution order (later wins):
    deployer ``process``, no monitors; state under ``./.mlops``;
 2. the stack file: ``$MLOPS_CONFIG``, else the first ``mlops.toml`` or
    ``pyproject.toml`` with a ``[tool.mlops]`` table found from the current
-   folder upwards;
+   folder upwards, stopping at a repository root (``.git``) or the home folder;
 3. environment: ``MLOPS_HOME``, ``MLOPS_<COMPONENT>=backend`` and
    ``MLOPS_<COMPONENT>__<SETTING>=value`` (e.g. ``MLOPS_STORAGE__URL=s3://b/p``),
    ``MLOPS_MONITORS=log,prometheus``.
@@ -46,7 +46,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_file", "load_config"]
+__all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_file", "load_config", "search_folders"]
 
 SINGLE_COMPONENTS = ("storage", "registry", "builder", "deployer")
 DEFAULTS: Mapping[str, str] = {"storage": "fsspec", "registry": "sqlite", "builder": "oci", "deployer": "process"}
@@ -74,6 +74,7 @@ class StackConfig:
     def describe(self) -> dict[str, Any]:
         return {
             "source": self.source,
+            "config_file": str(self.config_file) if self.config_file else None,
             "home": str(self.home),
             **{c: {"backend": cc.backend, **dict(cc.settings)} for c, cc in self.components.items()},
             "monitors": [{"backend": m.backend, **dict(m.settings)} for m in self.monitors],
@@ -88,14 +89,33 @@ def find_config_file(start: Path | None = None) -> Path | None:
             raise ConfigError(f"MLOPS_CONFIG points to {path}, which does not exist",
                               hint="fix the path or unset MLOPS_CONFIG to use the embedded defaults")
         return path
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    for folder in search_folders(start):
         if (folder / "mlops.toml").is_file():
             return folder / "mlops.toml"
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file() and b"[tool.mlops" in pyproject.read_bytes():
             return pyproject
     return None
+
+
+def search_folders(start: Path | None = None) -> list[Path]:
+    """The folders searched for a stack file: from ``start`` (the current folder) upwards,
+    stopping at the first repository root (a folder with ``.git``) or the home folder.
+
+    A stack file can name programs to run (``[deployer] python = ...``), so one in a
+    parent of the project (a shared ``/tmp``, another user's folder) must not be picked up.
+    """
+    here = (start or Path.cwd()).resolve()
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no home folder known
+        home = None
+    folders = []
+    for folder in (here, *here.parents):
+        folders.append(folder)
+        if (folder / ".git").exists() or folder == home:
+            break
+    return folders
 
 
 def _read_table(path: Path) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from mlops_core.testing.race import FileSwapper, hostile_pickle
 
 # Enough loads that a check-then-reopen loader runs the hostile pickle many times
 # (hundreds of times with the code before the fix); the count must stay 0.
-LOADS = 400
+LOADS = 1000
 
 
 def _race(load, target: Path, counter: Path, work: Path) -> dict[str, int]:
@@ -273,3 +273,29 @@ def test_huge_version_through_the_api_and_the_cli_is_a_clear_error(run_cli, tmp_
     assert proc.returncode != 70 and "Traceback" not in proc.stderr, proc.stderr
     proc = run_cli("models", "save", "iris\n", "nowhere")
     assert proc.returncode != 70 and "Traceback" not in proc.stderr, proc.stderr
+
+
+# ------------------------------------------------------- stack file search
+def test_the_stack_file_search_stops_at_a_repository_root(tmp_path, monkeypatch):
+    from mlops_core.stack import find_config_file
+
+    (tmp_path / "mlops.toml").write_text('[deployer]\nbackend = "process"\npython = "/tmp/evil"\n')
+    repo = tmp_path / "repo"
+    (repo / "src" / "pkg").mkdir(parents=True)
+    assert find_config_file(repo / "src" / "pkg") == tmp_path / "mlops.toml"  # no .git yet: found above
+    (repo / ".git").write_text("gitdir: elsewhere\n")  # a worktree's .git is a file
+    assert find_config_file(repo / "src" / "pkg") is None
+    (repo / "mlops.toml").write_text("")
+    assert find_config_file(repo / "src" / "pkg") == repo / "mlops.toml"
+
+
+def test_the_stack_file_search_stops_at_home(tmp_path, monkeypatch):
+    from mlops_core.stack import find_config_file
+
+    (tmp_path / "mlops.toml").write_text("")
+    home = tmp_path / "home" / "user"
+    (home / "work").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    assert find_config_file(home / "work") is None
+    (home / "mlops.toml").write_text("")
+    assert find_config_file(home / "work") == home / "mlops.toml"

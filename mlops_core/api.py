@@ -32,7 +32,7 @@ __all__ = [
     "get_stack", "set_stack", "use_stack", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
     "set_description", "delete_version", "delete_model", "build", "deploy", "rollback",
-    "undeploy", "deployments", "deployment", "deployment_logs",
+    "undeploy", "deployments", "deployment", "deployment_logs", "gc",
 ]
 
 log = logging.getLogger("mlops_core.api")
@@ -350,3 +350,60 @@ def deployment(name: str, *, stack: Stack | None = None) -> Deployment:
 
 def deployment_logs(name: str, *, tail: int = 100, stack: Stack | None = None) -> str:
     return _stack(stack).deployer.logs(validate_model_name(name), tail=tail)
+
+
+# ---------------------------------------------------------------- leftovers
+def gc(*, older_than: float | str | None = None, dry_run: bool = False, stack: Stack | None = None) -> list[Any]:
+    """Find (and unless ``dry_run`` remove) temporaries that killed writers left behind.
+
+    Looks in the stack's home (bundle folders being saved, pulled or replaced), in
+    the stack's storage (``ArtifactStore.find_leftovers``) and in the system's
+    temporary folder (private copies of verified bundles of processes that died).
+    Only temporaries older than ``older_than`` (default ``[gc] older_than`` of the
+    stack, else one hour) whose writer no longer holds their lock are touched.
+    Returns the :class:`~mlops_core.leftovers.Leftover` list.
+    """
+    from .leftovers import DEFAULT_OLDER_THAN, find_leftovers, parse_age, remove
+
+    s = _stack(stack)
+    age = parse_age(older_than if older_than is not None else s.config.gc.get("older_than", DEFAULT_OLDER_THAN))
+    found = {lo.where: (lo, None) for lo in find_leftovers(s.home, age)}
+    for lo in s.storage.find_leftovers(age):
+        found.setdefault(lo.where, (lo, s.storage))
+    for lo in _dead_verified_copies(age):
+        found.setdefault(lo.where, (lo, "verified"))
+    if not dry_run:
+        for lo, owner in found.values():
+            if owner is None:
+                remove(lo)
+            elif owner == "verified":
+                shutil.rmtree(lo.where, ignore_errors=True)
+            else:
+                owner.remove_leftover(lo)
+    return [lo for lo, _ in sorted(found.values(), key=lambda item: item[0].where)]
+
+
+def _dead_verified_copies(older_than: float) -> list[Any]:
+    """``mlops-verified-<pid>-*`` folders (``VerifiedFiles.materialize``) of processes that are gone."""
+    import re
+    import tempfile
+    import time
+
+    from .leftovers import Leftover, _tree_stats
+
+    out = []
+    for folder in Path(tempfile.gettempdir()).glob("mlops-verified-*"):
+        m = re.fullmatch(r"mlops-verified-([0-9]+)-.*", folder.name)
+        if not m or not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its process is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        size, newest = _tree_stats(folder)
+        if time.time() - newest >= older_than:
+            out.append(Leftover(str(folder), "verified copy", size, round(time.time() - newest, 1)))
+    return out

@@ -31,6 +31,7 @@ from typing import IO, Any, Iterable
 from .entities import ArtifactRef
 from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
 from .interfaces import ArtifactStore
+from .leftovers import writing
 
 __all__ = [
     "BLOB_PREFIX",
@@ -255,8 +256,11 @@ def pull_bundle(store: ArtifactStore, ref: ArtifactRef, dest: Path) -> Path:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+    lock = None
     try:
         tmp.mkdir()
+        lock = writing(tmp)  # `mlops gc` leaves a temporary alone while its writer lives
+        lock.__enter__()
         for rel, hexdigest, size in entries:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -281,6 +285,9 @@ def pull_bundle(store: ArtifactStore, ref: ArtifactRef, dest: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     return dest
 
 

@@ -33,6 +33,7 @@ from ._version import __version__
 from .entities import Signature, utcnow
 from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
 from .interfaces import BackendContext, ModelFormat, validate_key
+from .leftovers import writing
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import PluginManager
@@ -197,6 +198,9 @@ def save_bundle(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
+    # Held until the rename: `mlops gc` never removes a temporary whose writer is alive.
+    lock = writing(tmp)
+    lock.__enter__()
     try:
         written = list(fmt.save(model, tmp))
         if example_body is not None and EXAMPLE not in written:
@@ -234,6 +238,8 @@ def save_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock.__exit__(None, None, None)
     info = BundleInfo(path=dest, manifest=manifest, digest="sha256:" + hashlib.sha256(raw).hexdigest())
     pm.hooks.bundle_saved(dest, manifest)
     return info

@@ -187,6 +187,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for component in requested:
             backend = config_holder[0].components[component].backend
             check(f"{component} ({backend})", lambda c=component: stack.component(c).check())
+        def leftovers() -> str:
+            from . import api
+
+            found = api.gc(dry_run=True, stack=stack)
+            if not found:
+                return "no temporaries left by killed writers"
+            return (f"{len(found)} temporaries ({sum(lo.size for lo in found)} bytes) left by killed writers; "
+                    "`mlops gc` removes them")
+
+        check("leftovers", leftovers)
         for p in _stack_programs(stack):
             if "command" in p:
                 checks.append({"check": f"{p['component']} runs", "ok": True,
@@ -441,6 +451,24 @@ def cmd_deployments_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from . import api
+
+    found = api.gc(older_than=args.older_than, dry_run=args.dry_run)
+    total = sum(lo.size for lo in found)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "bytes": total, "leftovers": [_fields(lo) for lo in found]})
+        return 0
+    if not found:
+        print("nothing to clean")
+        return 0
+    print_table([(lo.kind, lo.where, lo.size, f"{lo.age_s / 3600:.1f} h") for lo in found],
+                ["kind", "where", "bytes", "age"])
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(found)} leftover(s), {total} bytes")
+    return 0
+
+
 def cmd_plugin_new(args: argparse.Namespace) -> int:
     from .scaffold import create_plugin
 
@@ -558,6 +586,13 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p = deps.add_parser("delete", parents=[common], help="stop and forget a deployment")
     p.add_argument("name")
     p.set_defaults(func=cmd_deployments_delete)
+
+    p = sub.add_parser("gc", parents=[common],
+                       help="remove temporaries left by killed writers (older than an hour, not in use)")
+    p.add_argument("--older-than", default=None, metavar="AGE",
+                   help="only temporaries unchanged for this long: seconds or 30m, 1h, 2d (default: [gc] older_than, else 1h)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(func=cmd_gc)
 
     plugin = sub.add_parser("plugin", help="tools for plugin authors").add_subparsers(
         dest="plugin_command", metavar="ACTION", required=True)

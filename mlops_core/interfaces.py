@@ -32,6 +32,7 @@ from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import VerifiedFiles
+    from .leftovers import Leftover
     from .plugins import Hooks
     from .stack import Stack
 
@@ -161,6 +162,19 @@ class ArtifactStore(Backend):
     def read_bytes(self, key: str) -> bytes:
         with self.open(key) as f:
             return f.read()
+
+    # optional: leftovers of killed writers (``mlops gc``) ---------------------
+    def find_leftovers(self, older_than: float) -> "list[Leftover]":
+        """Temporaries of writes that never finished, older than ``older_than`` seconds and not in use.
+
+        Stores whose writes leave nothing behind when killed (object stores publish
+        whole objects) keep this default: none. See :mod:`mlops_core.leftovers`.
+        """
+        return []
+
+    def remove_leftover(self, leftover: "Leftover") -> None:
+        """Delete one temporary returned by :meth:`find_leftovers`."""
+        raise NotImplementedError(f"{type(self).__name__} reports no leftovers to remove")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         import io

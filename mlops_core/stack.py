@@ -70,6 +70,11 @@ class StackConfig:
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: The stack file these settings came from (None: embedded defaults and environment only).
     config_file: Path | None = None
+    #: ``[security]``: ``require_signature`` (bool), ``trusted_keys`` (paths of Ed25519 public keys),
+    #: ``signing_key`` (path of the private key ``register`` signs with). See docs/security.md.
+    security: Mapping[str, Any] = attrs.field(factory=dict)
+    #: ``[gc]``: ``older_than`` (seconds, or "1h"): temporaries younger than this are never collected.
+    gc: Mapping[str, Any] = attrs.field(factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -78,6 +83,8 @@ class StackConfig:
             "home": str(self.home),
             **{c: {"backend": cc.backend, **dict(cc.settings)} for c, cc in self.components.items()},
             "monitors": [{"backend": m.backend, **dict(m.settings)} for m in self.monitors],
+            **({"security": dict(self.security)} if self.security else {}),
+            **({"gc": dict(self.gc)} if self.gc else {}),
         }
 
 
@@ -144,7 +151,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     path = path or find_config_file()
     data = _read_table(path) if path else {}
     base = path.parent if path else Path.cwd()
-    known = {"home", "monitors", *SINGLE_COMPONENTS}
+    known = {"home", "monitors", "security", "gc", *SINGLE_COMPONENTS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {path}",
@@ -173,12 +180,40 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     if "MLOPS_MONITORS" in env:
         monitors = [ComponentConfig(m.strip()) for m in env["MLOPS_MONITORS"].split(",") if m.strip()]
 
+    tables: dict[str, dict[str, Any]] = {}
+    for table in ("security", "gc"):
+        raw = data.get(table, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"'{table}' in {where} must be a table", hint=f"use [{table}] with key = value lines")
+        tables[table] = dict(raw)
+    unknown_security = sorted(set(tables["security"]) - {"require_signature", "trusted_keys", "signing_key"})
+    if unknown_security:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown_security)} in [security] of {where}",
+                          hint="valid keys: require_signature, trusted_keys, signing_key")
+    for key in ("trusted_keys", "signing_key"):  # paths follow the stack file, like backend settings
+        value = tables["security"].get(key)
+        if isinstance(value, str):
+            value = [value] if key == "trusted_keys" else value
+        if key == "trusted_keys" and value is not None:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[security] trusted_keys in {where} must be a list of paths")
+            tables["security"][key] = [str(base / Path(v).expanduser()) for v in value]
+        elif key == "signing_key" and value is not None:
+            tables["security"][key] = str(base / Path(value).expanduser())
+    if "MLOPS_REQUIRE_SIGNATURE" in env:
+        tables["security"]["require_signature"] = env["MLOPS_REQUIRE_SIGNATURE"].lower() in ("1", "true", "yes")
+    if "MLOPS_GC_OLDER_THAN" in env:
+        tables["gc"]["older_than"] = env["MLOPS_GC_OLDER_THAN"]
+    if not isinstance(tables["security"].get("require_signature", False), bool):
+        raise ConfigError(f"[security] require_signature in {where} must be true or false")
+
     home = Path(env.get("MLOPS_HOME") or data.get("home") or ".mlops")
     if not home.is_absolute():
         home = (Path.cwd() if env.get("MLOPS_HOME") else base) / home
     return StackConfig(home=home, components=components, monitors=tuple(monitors),
                        source=str(path) if path else "embedded defaults", base_dir=base.resolve(),
-                       config_file=path.resolve() if path else None)
+                       config_file=path.resolve() if path else None, security=tables["security"],
+                       gc=tables["gc"])
 
 
 class Stack:

@@ -299,3 +299,109 @@ def test_the_stack_file_search_stops_at_home(tmp_path, monkeypatch):
     assert find_config_file(home / "work") is None
     (home / "mlops.toml").write_text("")
     assert find_config_file(home / "work") == home / "mlops.toml"
+
+
+# ---------------------------------------------------------------- mlops gc
+_SLOW_WRITER = r"""
+import os, sys, time
+from pathlib import Path
+os.environ["MLOPS_HOME"] = sys.argv[2]
+import mlops_core
+from mlops_core.stack import Stack
+
+marker = Path(sys.argv[3])
+
+class Stall:
+    '''Pickles fine but stalls in the middle of the save, so the writer can be killed there.'''
+    def __reduce__(self):
+        marker.touch()
+        time.sleep(600)
+        return (int, ())
+
+    def predict(self, x):
+        return x
+
+class StallingSource:
+    def __init__(self):
+        self.sent = False
+    def read(self, n=-1):
+        if not self.sent:
+            self.sent = True
+            return b"x" * (1 << 20)
+        marker.touch()
+        time.sleep(600)
+        return b""
+
+if sys.argv[1] == "bundle":
+    mlops_core.save_bundle(Stall(), Path(sys.argv[2]) / "bundles" / "b1")
+else:
+    Stack().storage.write("blobs/sha256/" + "0" * 64, StallingSource())
+"""
+
+
+def _start_writer(kind: str, home: Path, marker: Path):
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, kind, str(home), str(marker)])
+    while not marker.exists():
+        assert proc.poll() is None, "the writer died before it stalled"
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["bundle", "blob"])
+def test_gc_removes_what_killed_writers_left_and_never_a_live_write(tmp_path, kind):
+    import signal
+    import time
+
+    home = tmp_path / ".mlops"
+    stack = Stack()
+    assert stack.home == home
+    live = _start_writer(kind, home, tmp_path / "live")
+    killed = _start_writer(kind, home, tmp_path / "killed")
+    try:
+        before = api.gc(older_than=0, dry_run=True, stack=stack)
+        assert before == [], "live writers hold their temporaries' locks"
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        found = api.gc(older_than=0, dry_run=True, stack=stack)
+        assert len(found) == 1 and found[0].size >= (1 << 20 if kind == "blob" else 0), found
+        leftover = Path(found[0].where)
+        assert leftover.exists() and ".tmp-" in leftover.name
+        assert api.gc(stack=stack) == []  # younger than the default hour: kept
+        old = time.time() - 7200
+        for p in [leftover, *leftover.rglob("*")]:
+            os.utime(p, (old, old))
+        assert [lo.where for lo in api.gc(stack=stack)] == [str(leftover)]
+        assert not leftover.exists()
+        # The live writer's temporary is still there, untouched.
+        live_tmp = [p for p in home.rglob("*") if ".tmp-" in p.name]
+        assert len(live_tmp) == 1 and live.poll() is None
+    finally:
+        for proc in (live, killed):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    stack.close()
+
+
+def test_gc_cli_and_doctor_report_leftovers(run_cli, tmp_path):
+    stale = tmp_path / ".mlops" / "bundles" / (".b.tmp-" + "a" * 32)
+    stale.mkdir(parents=True)
+    (stale / "model.pkl").write_bytes(b"x" * 100)
+    old = 1_000_000_000
+    for p in (stale / "model.pkl", stale):
+        os.utime(p, (old, old))
+    doctor = run_cli("doctor", "--json", "storage")
+    import json
+
+    detail = [c["detail"] for c in json.loads(doctor.stdout)["checks"] if c["check"] == "leftovers"]
+    assert detail and detail[0].startswith("1 temporaries (100 bytes)"), doctor.stdout
+    dry = run_cli("gc", "--dry-run")
+    assert dry.returncode == 0 and "would remove 1 leftover(s), 100 bytes" in dry.stdout and stale.exists()
+    done = run_cli("gc", "--older-than", "30m", "--json")
+    assert json.loads(done.stdout)["bytes"] == 100 and not stale.exists()
+    assert "nothing to clean" in run_cli("gc").stdout

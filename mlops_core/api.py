@@ -32,7 +32,7 @@ __all__ = [
     "get_stack", "set_stack", "use_stack", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
     "set_description", "delete_version", "delete_model", "build", "deploy", "rollback",
-    "undeploy", "deployments", "deployment", "deployment_logs", "gc",
+    "undeploy", "deployments", "deployment", "deployment_logs", "gc", "sign",
 ]
 
 log = logging.getLogger("mlops_core.api")
@@ -120,9 +120,20 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
     else:
         bundle_path = save(source, example=example, stack=s).path
     read_manifest(bundle_path)  # a clear error for a folder that is no bundle; push_bundle verifies every byte
+    signing_key = s.config.security.get("signing_key")
+    if s.config.security.get("require_signature") and not signing_key:
+        from .errors import ConfigError
+
+        raise ConfigError("this stack requires signed bundles ([security] require_signature) but has no signing_key",
+                          hint="create a key with `mlops keys new PATH` and set [security] signing_key = PATH")
     from .artifacts import push_bundle
 
     artifact = push_bundle(s.storage, bundle_path)
+    if signing_key:
+        from .signing import SIGNATURE_TAG, sign_digest
+
+        # Recorded with the version, in the same write: a signed version is never visible unsigned.
+        tags = {**dict(tags or {}), SIGNATURE_TAG: sign_digest(signing_key, artifact.digest)}
     version = s.registry.create_version(name, artifact, description=description, tags=tags, lineage=lineage)
     s.events.version_registered(version)
     if alias is not None:
@@ -143,9 +154,34 @@ def resolve_bundle(uri: str | ModelURI, *, stack: Stack | None = None) -> tuple[
     tampered cached copy is discarded and pulled again from the stack's storage.
     """
     s = _stack(stack)
-    version = s.registry.resolve(uri)
+    version = _resolve_trusted(s, uri)
     path = _cached_bundle(s, version, lambda p: verify_bundle(p, expected_digest=version.artifact.digest))
     return version, path[0]
+
+
+def _resolve_trusted(s: Stack, uri: str | ModelURI) -> ModelVersion:
+    """Resolve ``uri``; when the stack requires signatures, check the version's before any byte is used."""
+    version = s.registry.resolve(uri)
+    if s.config.security.get("require_signature"):
+        from .signing import require_signature
+
+        require_signature(s.config.security, version.tags, version.artifact.digest, version.uri)
+    return version
+
+
+def sign(uri: str | ModelURI, *, key: str | os.PathLike[str] | None = None, stack: Stack | None = None) -> ModelVersion:
+    """Sign an already registered version with ``key`` (default: ``[security] signing_key``)."""
+    from .signing import SIGNATURE_TAG, sign_digest
+
+    s = _stack(stack)
+    key = key or s.config.security.get("signing_key")
+    if not key:
+        from .errors import ConfigError
+
+        raise ConfigError("no signing key given", hint="pass --key PATH or set [security] signing_key")
+    version = s.registry.resolve(uri)
+    s.registry.set_tag(version.model, SIGNATURE_TAG, sign_digest(key, version.artifact.digest), version=version.version)
+    return s.registry.get_version(version.model, version.version)
 
 
 def _cache_dir(s: Stack, version: ModelVersion) -> Path:
@@ -197,10 +233,13 @@ def load(target: str | os.PathLike[str], *, stack: Stack | None = None) -> Any:
     """
     s = _stack(stack)
     if isinstance(target, str) and target.startswith("models:/"):
-        version = s.registry.resolve(target)
+        version = _resolve_trusted(s, target)
         _path, loaded = _cached_bundle(s, version, lambda p: load_bundle(
             p, expected_digest=version.artifact.digest, plugins=s.plugins))
         return loaded.model
+    if s.config.security.get("require_signature"):
+        raise IntegrityError(f"{target} is a bundle folder, which carries no signature, and this stack requires one",
+                             hint="register it and load it as models:/NAME/VERSION, where its signature is checked")
     return load_bundle(target, plugins=s.plugins).model
 
 

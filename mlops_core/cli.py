@@ -361,6 +361,31 @@ def cmd_models_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_sign(args: argparse.Namespace) -> int:
+    from . import api
+    from .signing import SIGNATURE_TAG
+
+    version = api.sign(args.uri, key=args.key)
+    if args.json:
+        _print_json({"uri": version.uri, "signature": version.tags.get(SIGNATURE_TAG)})
+    else:
+        print(f"signed {version.uri}: {version.tags.get(SIGNATURE_TAG, '')[:32]}...")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from .signing import generate_key, key_id, _load_public
+
+    private, public = generate_key(args.path)
+    kid = key_id(_load_public(public))
+    if args.json:
+        _print_json({"private_key": str(private), "public_key": str(public), "key_id": kid})
+    else:
+        print(f"private key {private} (keep it secret; [security] signing_key)\n"
+              f"public key  {public} (share it; [security] trusted_keys)\nkey id      {kid}")
+    return 0
+
+
 def cmd_models_delete(args: argparse.Namespace) -> int:
     from . import api
     from .errors import InvalidInputError
@@ -550,6 +575,11 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--version", type=int)
     p.add_argument("--delete", action="append", metavar="KEY")
     p.set_defaults(func=cmd_models_tag)
+    p = models.add_parser("sign", parents=[common],
+                          help="sign a registered version's bundle digest with an Ed25519 key (needs cryptography)")
+    p.add_argument("uri", metavar="MODEL_URI")
+    p.add_argument("--key", default=None, metavar="PATH", help="private key (default: [security] signing_key)")
+    p.set_defaults(func=cmd_models_sign)
 
     p = models.add_parser("delete", parents=[common], help="delete a model, or one --version (needs --yes)")
     p.add_argument("name")
@@ -586,6 +616,12 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p = deps.add_parser("delete", parents=[common], help="stop and forget a deployment")
     p.add_argument("name")
     p.set_defaults(func=cmd_deployments_delete)
+
+    keys = sub.add_parser("keys", help="signing keys for bundles").add_subparsers(
+        dest="keys_command", metavar="ACTION", required=True)
+    p = keys.add_parser("new", parents=[common], help="create an Ed25519 key pair: PATH (private, 0600) and PATH.pub")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=cmd_keys_new)
 
     p = sub.add_parser("gc", parents=[common],
                        help="remove temporaries left by killed writers (older than an hour, not in use)")

@@ -405,3 +405,106 @@ def test_gc_cli_and_doctor_report_leftovers(run_cli, tmp_path):
     done = run_cli("gc", "--older-than", "30m", "--json")
     assert json.loads(done.stdout)["bytes"] == 100 and not stale.exists()
     assert "nothing to clean" in run_cli("gc").stdout
+
+
+# ---------------------------------------------------------------- signing
+def _signed_stack(tmp_path: Path, *, require: bool = True, sign: bool = True, trusted: str = "publisher") -> Stack:
+    from mlops_core.signing import generate_key
+    from mlops_core.stack import load_config
+
+    for name in ("publisher", "stranger"):
+        if not (tmp_path / f"{name}.key").exists():
+            generate_key(tmp_path / f"{name}.key")
+    lines = ["[security]", f"require_signature = {'true' if require else 'false'}",
+             f'trusted_keys = ["{trusted}.key.pub"]']
+    if sign:
+        lines.append('signing_key = "publisher.key"')
+    (tmp_path / "mlops.toml").write_text("\n".join(lines) + "\n")
+    return Stack(load_config(tmp_path / "mlops.toml"))
+
+
+def test_signed_versions_load_and_unsigned_or_tampered_ones_are_refused(tmp_path):
+    from mlops_core.signing import SIGNATURE_TAG
+
+    (tmp_path / ".mlops").mkdir()
+    unsigned_stack = _signed_stack(tmp_path, require=False, sign=False)
+    mlops_core.register("m", DoublingModel("unsigned"), stack=unsigned_stack)  # v1: nobody signed it
+    unsigned_stack.close()
+
+    stack = _signed_stack(tmp_path)
+    v2 = mlops_core.register("m", DoublingModel("signed"), stack=stack)
+    assert v2.tags[SIGNATURE_TAG].startswith("ed25519:")
+    assert mlops_core.load("models:/m/2", stack=stack) == DoublingModel("signed")
+    assert stat.S_IMODE((tmp_path / "publisher.key").stat().st_mode) == 0o600
+
+    with pytest.raises(IntegrityError, match="not signed"):
+        mlops_core.load("models:/m/1", stack=stack)
+    with pytest.raises(IntegrityError, match="not signed"):
+        api.resolve_bundle("models:/m/1", stack=stack)  # build and deploy go through here
+    good = v2.tags[SIGNATURE_TAG]
+    # A flipped signature character, and a valid signature moved onto another version's digest.
+    flipped = good[:-3] + ("A" if good[-3] != "A" else "B") + good[-2:]
+    for forged, version in ((flipped, 2), (good, 1)):
+        stack.registry.set_tag("m", SIGNATURE_TAG, forged, version=version)
+        with pytest.raises(IntegrityError, match="does not verify"):
+            mlops_core.load(f"models:/m/{version}", stack=stack)
+    stack.registry.set_tag("m", SIGNATURE_TAG, "rubbish", version=2)
+    with pytest.raises(IntegrityError, match="malformed"):
+        mlops_core.load("models:/m/2", stack=stack)
+    api.sign("models:/m/2", stack=stack)
+    assert mlops_core.load("models:/m/2", stack=stack) == DoublingModel("signed")
+    api.sign("models:/m/1", key=tmp_path / "stranger.key", stack=stack)
+    with pytest.raises(IntegrityError, match="not in \\[security\\] trusted_keys"):
+        mlops_core.load("models:/m/1", stack=stack)
+    with pytest.raises(IntegrityError, match="carries no signature"):
+        mlops_core.load(str(api.resolve_bundle("models:/m/2", stack=stack)[1]), stack=stack)
+    stack.close()
+
+
+def test_requiring_signatures_without_a_key_or_trusted_keys_is_a_config_error(tmp_path):
+    from mlops_core.errors import ConfigError
+    from mlops_core.stack import load_config
+
+    stack = _signed_stack(tmp_path, sign=False)
+    with pytest.raises(ConfigError, match="signing_key"):
+        mlops_core.register("m", DoublingModel(), stack=stack)
+    stack.close()
+    (tmp_path / "mlops.toml").write_text('[security]\nsigning_key = "publisher.key"\n')
+    stack = Stack(load_config(tmp_path / "mlops.toml"))
+    mlops_core.register("m", DoublingModel(), stack=stack)
+    stack.close()
+    (tmp_path / "mlops.toml").write_text("[security]\nrequire_signature = true\n")
+    stack = Stack(load_config(tmp_path / "mlops.toml"))
+    with pytest.raises(ConfigError, match="no trusted_keys"):
+        mlops_core.load("models:/m/1", stack=stack)
+    stack.close()
+    (tmp_path / "mlops.toml").write_text("[security]\nrequire_sigature = true\n")
+    with pytest.raises(ConfigError, match="require_sigature"):
+        load_config(tmp_path / "mlops.toml")
+
+
+def test_signing_is_never_imported_by_import_mlops_core():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, mlops_core, mlops_core.api, mlops_core.bundle; "
+                          "print(any(m.startswith('cryptography') for m in sys.modules))"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_keys_and_sign_cli(run_cli, tmp_path):
+    import json
+
+    made = run_cli("keys", "new", "k", "--json")
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["public_key"].endswith("k.pub")
+    assert run_cli("keys", "new", "k").returncode != 0  # never overwrites a key
+    stack = Stack()
+    mlops_core.register("m", DoublingModel(), stack=stack)
+    stack.close()
+    signed = run_cli("models", "sign", "models:/m/1", "--key", "k", "--json")
+    assert signed.returncode == 0 and json.loads(signed.stdout)["signature"].startswith("ed25519:"), signed.stderr
+    (tmp_path / "mlops.toml").write_text('[security]\nrequire_signature = true\ntrusted_keys = ["k.pub"]\n')
+    shown = run_cli("models", "show", "models:/m/1")
+    assert shown.returncode == 0, shown.stderr

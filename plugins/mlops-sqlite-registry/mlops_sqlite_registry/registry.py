@@ -209,6 +209,13 @@ class SqliteRegistry(ModelRegistry):
                 hint="set the registry's `path` setting to a writable location",
             ) from None
         try:
+            # Created private (0600) before SQLite opens it; SQLite gives its -wal and -shm
+            # files the database's permissions. An existing file keeps its mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600))
+        except OSError as exc:
+            raise BackendUnavailableError(f"cannot create registry database {self.path}: {exc}",
+                                          hint="set the registry's `path` setting to a writable location") from None
+        try:
             # Autocommit mode: transactions are opened explicitly with BEGIN [IMMEDIATE].
             # check_same_thread=False only so close() may close every thread's connection;
             # each connection is still used by the thread that opened it.

@@ -508,3 +508,50 @@ def test_keys_and_sign_cli(run_cli, tmp_path):
     (tmp_path / "mlops.toml").write_text('[security]\nrequire_signature = true\ntrusted_keys = ["k.pub"]\n')
     shown = run_cli("models", "show", "models:/m/1")
     assert shown.returncode == 0, shown.stderr
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=40), _TRICKY, st.text(alphabet="ab-9\n", max_size=12)))
+@example("mlops-foo\n")
+def test_plugin_names_are_matched_whole(value):
+    from mlops_core.scaffold import plugin_names
+
+    if re.fullmatch(r"[a-z][a-z0-9]*(-[a-z0-9]+)*", value, flags=re.ASCII):
+        assert plugin_names(value, "storage")
+    else:
+        with pytest.raises(InvalidInputError):
+            plugin_names(value, "storage")
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(max_size=40), st.text(alphabet="ab./\\\n\x00", max_size=12)))
+@example("a/b\n")
+def test_artifact_keys_never_escape_or_carry_control_characters(key):
+    import posixpath
+
+    from mlops_core.interfaces import validate_key
+
+    try:
+        validate_key(key)
+    except InvalidInputError:
+        return
+    parts = key.split("/")
+    assert key and not key.startswith("/") and "\\" not in key and posixpath.normpath(key) == key
+    assert not any(p in ("", ".", "..") for p in parts)
+    assert not any(ord(c) < 0x20 for c in key)
+
+
+@pytest.mark.parametrize("name", ["ok\n", "", "é", "a b", "x" * 65])
+def test_plugins_cannot_register_backends_with_bad_names(name):
+    from mlops_core.errors import PluginError
+    from mlops_core.plugins import PluginManager, hookimpl
+
+    class Provider:
+        @hookimpl
+        def mlops_register_backends(self, backends):
+            backends.add_format(name, lambda config, context: None)
+
+    pm = PluginManager(autoload=False)
+    pm.register(Provider(), name="bad-names")
+    assert "invalid format backend name" in str(pm.failures[-1].error)
+    assert name not in pm.catalog.names("format")

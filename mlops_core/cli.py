@@ -23,6 +23,7 @@ Exit codes (also in docs/cli.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -126,10 +127,15 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
     config = load_config()
     described = config.describe()
     stack = Stack(config)
+    home_existed = config.home.exists()
     try:
         programs = _stack_programs(stack)
     finally:
         stack.close()
+        if not home_existed:  # showing a stack leaves nothing behind (building backends makes empty folders)
+            for root, _dirs, _files in sorted(os.walk(config.home), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # only ever removes empty folders
     warnings = _stack_file_warnings(config.config_file)
     if args.json:
         _print_json({**described, "programs": programs, "warnings": warnings})

@@ -555,3 +555,13 @@ def test_plugins_cannot_register_backends_with_bad_names(name):
     pm.register(Provider(), name="bad-names")
     assert "invalid format backend name" in str(pm.failures[-1].error)
     assert name not in pm.catalog.names("format")
+
+
+def test_stack_show_leaves_no_folder_behind(run_cli, tmp_path):
+    shown = run_cli("stack", "show", "--json")
+    assert shown.returncode == 0, shown.stderr
+    import json
+
+    data = json.loads(shown.stdout)
+    assert data["config_file"] is None and isinstance(data["programs"], list)
+    assert not (tmp_path / ".mlops").exists()

@@ -13,24 +13,29 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle
+from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle, verify_bundle
 from .entities import (AliasChange, Deployment, DeploymentSpec, ImageRef, Lineage, ModelURI, ModelVersion, Page,
-                       RegisteredModel, utcnow, validate_alias, validate_model_name, validate_tag_key)
-from .errors import InvalidInputError, NotFoundError
+                       RegisteredModel, utcnow, validate_alias, validate_description, validate_model_name,
+                       validate_tag_key, validate_tag_value, validate_tags, validate_version)
+from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
 from .stack import Stack
 
 __all__ = [
     "get_stack", "set_stack", "use_stack", "copy_version", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
     "set_description", "delete_version", "delete_model", "build", "deploy", "deployed", "rollback",
-    "undeploy", "deployments", "deployment", "deployment_logs",
+    "undeploy", "deployments", "deployment", "deployment_logs", "gc", "sign",
 ]
+
+log = logging.getLogger("mlops_core.api")
 
 _STACK: Stack | None = None
 _STACK_LOCK = threading.Lock()
@@ -88,7 +93,7 @@ def save(model: Any, path: str | os.PathLike[str] | None = None, *, example: Any
     s = _stack(stack)
     if path is None:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-        path = s.home / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
+        path = s.ensure_home() / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
     s.events  # the stack's monitors hear bundle_saved too
     return save_bundle(model, path, example=example, signature=signature, format=format,
                        metadata=metadata, overwrite=overwrite, plugins=s.plugins)
@@ -106,8 +111,8 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
     validate_model_name(name)
     if alias is not None:
         validate_alias(alias)
-    for key in (tags or {}):
-        validate_tag_key(key)
+    validate_tags(tags)
+    validate_description(description)
     if isinstance(source, BundleInfo):
         bundle_path = source.path
     elif isinstance(source, (str, os.PathLike)):
@@ -115,9 +120,20 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
     else:
         bundle_path = save(source, example=example, stack=s).path
     read_manifest(bundle_path)  # a clear error for a folder that is no bundle; push_bundle verifies every byte
+    signing_key = s.config.security.get("signing_key")
+    if s.config.security.get("require_signature") and not signing_key:
+        from .errors import ConfigError
+
+        raise ConfigError("this stack requires signed bundles ([security] require_signature) but has no signing_key",
+                          hint="create a key with `mlops keys new PATH` and set [security] signing_key = PATH")
     from .artifacts import push_bundle
 
     artifact = push_bundle(s.storage, bundle_path)
+    if signing_key:
+        from .signing import SIGNATURE_TAG, sign_digest
+
+        # Recorded with the version, in the same write: a signed version is never visible unsigned.
+        tags = {**dict(tags or {}), SIGNATURE_TAG: sign_digest(signing_key, artifact.digest)}
     version = s.registry.create_version(name, artifact, description=description, tags=tags, lineage=lineage)
     s.events.version_registered(version)
     if alias is not None:
@@ -132,22 +148,98 @@ def resolve(uri: str | ModelURI, *, stack: Stack | None = None) -> ModelVersion:
 
 
 def resolve_bundle(uri: str | ModelURI, *, stack: Stack | None = None) -> tuple[ModelVersion, Path]:
-    """Resolve a model URI and return a verified local copy of its bundle (cached by digest)."""
+    """Resolve a model URI and return a verified local copy of its bundle (cached by digest).
+
+    The copy is checked (every file's sha256) before it is returned; a corrupt or
+    tampered cached copy is discarded and pulled again from the stack's storage.
+    """
     s = _stack(stack)
+    version = _resolve_trusted(s, uri)
+    path = _cached_bundle(s, version, lambda p: verify_bundle(p, expected_digest=version.artifact.digest))
+    return version, path[0]
+
+
+def _resolve_trusted(s: Stack, uri: str | ModelURI) -> ModelVersion:
+    """Resolve ``uri``; when the stack requires signatures, check the version's before any byte is used."""
     version = s.registry.resolve(uri)
+    if s.config.security.get("require_signature"):
+        from .signing import require_signature
+
+        require_signature(s.config.security, version.tags, version.artifact.digest, version.uri)
+    return version
+
+
+def sign(uri: str | ModelURI, *, key: str | os.PathLike[str] | None = None, stack: Stack | None = None) -> ModelVersion:
+    """Sign an already registered version with ``key`` (default: ``[security] signing_key``)."""
+    from .signing import SIGNATURE_TAG, sign_digest
+
+    s = _stack(stack)
+    key = key or s.config.security.get("signing_key")
+    if not key:
+        from .errors import ConfigError
+
+        raise ConfigError("no signing key given", hint="pass --key PATH or set [security] signing_key")
+    version = s.registry.resolve(uri)
+    s.registry.set_tag(version.model, SIGNATURE_TAG, sign_digest(key, version.artifact.digest), version=version.version)
+    return s.registry.get_version(version.model, version.version)
+
+
+def _cache_dir(s: Stack, version: ModelVersion) -> Path:
+    cache = s.ensure_home() / "cache"
+    if not cache.is_dir():
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)  # written by the loader only
+    return cache / "bundles" / version.artifact.digest.replace(":", "-")
+
+
+def _discard(path: Path) -> None:
+    """Move a cached folder out of the way in one rename, then delete it (readers never see half of it)."""
+    trash = path.parent / f".{path.name}.trash-{uuid.uuid4().hex}"
+    try:
+        os.rename(path, trash)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _cached_bundle(s: Stack, version: ModelVersion, use: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """``use(path)`` on the local copy of ``version``'s bundle, repairing the cache once if it is corrupt.
+
+    The cache is never trusted: ``use`` verifies (``load_bundle`` reads and checks
+    every byte it loads). On IntegrityError, or a cache folder that holds something
+    else, the copy is discarded and pulled again from storage; a second failure is
+    the storage's, and is raised.
+    """
     from .artifacts import pull_bundle
 
-    dest = s.home / "cache" / "bundles" / version.artifact.digest.replace(":", "-")
-    path = pull_bundle(s.storage, version.artifact, dest)
-    return version, path
+    dest = _cache_dir(s, version)
+    for attempt in (1, 2):
+        try:
+            path = pull_bundle(s.storage, version.artifact, dest)
+            return path, use(path)
+        except (IntegrityError, AlreadyExistsError) as exc:
+            if attempt == 2:
+                raise
+            log.warning("the cached copy of %s at %s is corrupt (%s); pulling it again",
+                        version.uri, dest, getattr(exc, "message", exc))
+            _discard(dest)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def load(target: str | os.PathLike[str], *, stack: Stack | None = None) -> Any:
-    """Load a model from a model URI or a bundle folder; every hash is verified first."""
+    """Load a model from a model URI or a bundle folder; every hash is verified first.
+
+    The model is built from the bytes that were verified, never from a second read
+    of the files (see :func:`mlops_core.bundle.open_verified`).
+    """
     s = _stack(stack)
     if isinstance(target, str) and target.startswith("models:/"):
-        version, path = resolve_bundle(target, stack=s)
-        return load_bundle(path, expected_digest=version.artifact.digest, plugins=s.plugins).model
+        version = _resolve_trusted(s, target)
+        _path, loaded = _cached_bundle(s, version, lambda p: load_bundle(
+            p, expected_digest=version.artifact.digest, plugins=s.plugins))
+        return loaded.model
+    if s.config.security.get("require_signature"):
+        raise IntegrityError(f"{target} is a bundle folder, which carries no signature, and this stack requires one",
+                             hint="register it and load it as models:/NAME/VERSION, where its signature is checked")
     return load_bundle(target, plugins=s.plugins).model
 
 
@@ -178,7 +270,7 @@ def _check_page_size(page_size: int) -> None:
 
 def set_alias(name: str, alias: str, version: int, *, stack: Stack | None = None) -> AliasChange:
     s = _stack(stack)
-    change = s.registry.set_alias(validate_model_name(name), validate_alias(alias), int(version))
+    change = s.registry.set_alias(validate_model_name(name), validate_alias(alias), validate_version(version))
     s.events.alias_changed(change)
     return change
 
@@ -193,17 +285,24 @@ def delete_alias(name: str, alias: str, *, stack: Stack | None = None) -> AliasC
 def set_tag(name: str, key: str, value: str | None, *, version: int | None = None,
             stack: Stack | None = None) -> None:
     """Set a tag on a model (or one version); ``value=None`` removes it."""
+    if value is not None:
+        validate_tag_value(value, f"value of tag {key!r}")
+    if version is not None:
+        validate_version(version)
     _stack(stack).registry.set_tag(validate_model_name(name), validate_tag_key(key), value, version=version)
 
 
 def set_description(name: str, description: str, *, version: int | None = None, stack: Stack | None = None) -> None:
-    _stack(stack).registry.set_description(validate_model_name(name), description, version=version)
+    if version is not None:
+        validate_version(version)
+    _stack(stack).registry.set_description(validate_model_name(name), validate_description(description),
+                                           version=version)
 
 
 def delete_version(name: str, version: int, *, stack: Stack | None = None) -> None:
     s = _stack(stack)
-    s.registry.delete_version(validate_model_name(name), int(version))
-    s.events.version_deleted(name, int(version))
+    s.registry.delete_version(validate_model_name(name), validate_version(version))
+    s.events.version_deleted(name, version)
 
 
 def delete_model(name: str, *, stack: Stack | None = None) -> None:
@@ -352,3 +451,60 @@ def deployment(name: str, *, stack: Stack | None = None) -> Deployment:
 
 def deployment_logs(name: str, *, tail: int = 100, stack: Stack | None = None) -> str:
     return _stack(stack).deployer.logs(validate_model_name(name), tail=tail)
+
+
+# ---------------------------------------------------------------- leftovers
+def gc(*, older_than: float | str | None = None, dry_run: bool = False, stack: Stack | None = None) -> list[Any]:
+    """Find (and unless ``dry_run`` remove) temporaries that killed writers left behind.
+
+    Looks in the stack's home (bundle folders being saved, pulled or replaced), in
+    the stack's storage (``ArtifactStore.find_leftovers``) and in the system's
+    temporary folder (private copies of verified bundles of processes that died).
+    Only temporaries older than ``older_than`` (default ``[gc] older_than`` of the
+    stack, else one hour) whose writer no longer holds their lock are touched.
+    Returns the :class:`~mlops_core.leftovers.Leftover` list.
+    """
+    from .leftovers import DEFAULT_OLDER_THAN, find_leftovers, parse_age, remove
+
+    s = _stack(stack)
+    age = parse_age(older_than if older_than is not None else s.config.gc.get("older_than", DEFAULT_OLDER_THAN))
+    found = {lo.where: (lo, None) for lo in find_leftovers(s.home, age)}
+    for lo in s.storage.find_leftovers(age):
+        found.setdefault(lo.where, (lo, s.storage))
+    for lo in _dead_verified_copies(age):
+        found.setdefault(lo.where, (lo, "verified"))
+    if not dry_run:
+        for lo, owner in found.values():
+            if owner is None:
+                remove(lo)
+            elif owner == "verified":
+                shutil.rmtree(lo.where, ignore_errors=True)
+            else:
+                owner.remove_leftover(lo)
+    return [lo for lo, _ in sorted(found.values(), key=lambda item: item[0].where)]
+
+
+def _dead_verified_copies(older_than: float) -> list[Any]:
+    """``mlops-verified-<pid>-*`` folders (``VerifiedFiles.materialize``) of processes that are gone."""
+    import re
+    import tempfile
+    import time
+
+    from .leftovers import Leftover, _tree_stats
+
+    out = []
+    for folder in Path(tempfile.gettempdir()).glob("mlops-verified-*"):
+        m = re.fullmatch(r"mlops-verified-([0-9]+)-.*", folder.name)
+        if not m or not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # its process is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        size, newest = _tree_stats(folder)
+        if time.time() - newest >= older_than:
+            out.append(Leftover(str(folder), "verified copy", size, round(time.time() - newest, 1)))
+    return out

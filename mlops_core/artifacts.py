@@ -30,7 +30,8 @@ from typing import IO, Any, Iterable
 
 from .entities import ArtifactRef
 from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
-from .interfaces import ArtifactStore, validate_key
+from .interfaces import ArtifactStore
+from .leftovers import writing
 
 __all__ = [
     "BLOB_PREFIX",
@@ -51,7 +52,7 @@ MANIFEST = "manifest.json"
 #: A manifest is metadata; anything bigger is not one (and is not read into memory).
 MAX_MANIFEST_BYTES = 16 << 20
 
-_HEX = re.compile(r"^[0-9a-f]{64}$")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def blob_key(hexdigest: str) -> str:
@@ -62,7 +63,7 @@ def blob_key(hexdigest: str) -> str:
 def parse_digest(digest: str) -> str:
     """``"sha256:<hex>"`` -> ``<hex>``; InvalidInputError for anything else."""
     algo, _, hexdigest = digest.partition(":") if isinstance(digest, str) else ("", "", "")
-    if algo != "sha256" or not _HEX.match(hexdigest):
+    if algo != "sha256" or not _HEX.fullmatch(hexdigest):
         raise InvalidInputError(f"invalid bundle digest {digest!r}", hint='expected "sha256:" and 64 lowercase hex digits')
     return hexdigest
 
@@ -73,51 +74,21 @@ def _sha256_hex(data: bytes) -> str:
 
 # ------------------------------------------------------------------ manifests
 def _payload_entries(manifest_bytes: bytes, where: str) -> list[tuple[str, str, int]]:
-    """``(path, sha256, size)`` of every payload file, after checking paths are safe.
+    """``(path, sha256, size)`` of every payload file of a manifest, after the one manifest check.
 
-    Only what storage needs is checked here (the full manifest schema belongs to
-    :mod:`mlops_core.bundle`): every path is a relative key that stays inside the
-    bundle (``validate_key``), is listed once, does not shadow ``manifest.json``
-    and is not also the folder of another path.
+    The rules (safe relative paths, listed once, no ``manifest.json``, no path that is
+    both a file and another file's folder, valid hashes and sizes) live in
+    :func:`mlops_core.bundle.validate_manifest`, shared with loading.
     """
-
-    def bad(msg: str) -> IntegrityError:
-        return IntegrityError(f"invalid bundle manifest in {where}: {msg}",
-                              hint="re-save the bundle; its manifest.json must list files as "
-                                   '{"path": relative path, "sha256": 64 hex digits, "size": bytes}')
+    from .bundle import validate_manifest
 
     try:
         manifest = json.loads(manifest_bytes)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise bad(f"not JSON ({exc})") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, list):
-        raise bad("'files' must be a list")
-    entries: list[tuple[str, str, int]] = []
-    seen: set[str] = set()
-    for entry in files:
-        if not isinstance(entry, dict):
-            raise bad("every file entry must be an object")
-        path, digest, size = entry.get("path"), entry.get("sha256"), entry.get("size")
-        try:
-            validate_key(path)
-        except InvalidInputError:
-            raise bad(f"unsafe file path {path!r} (paths must be relative and stay inside the bundle)") from None
-        if path == MANIFEST or path in seen:
-            raise bad(f"file {path!r} is listed twice or shadows {MANIFEST}")
-        if not (isinstance(digest, str) and _HEX.match(digest)):
-            raise bad(f"file {path!r} has no valid sha256")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise bad(f"file {path!r} has no valid size")
-        seen.add(path)
-        entries.append((path, digest, size))
-    for path in seen:
-        parent = path.rpartition("/")[0]
-        while parent:
-            if parent in seen:
-                raise bad(f"{parent!r} is listed as a file and as the folder of {path!r}")
-            parent = parent.rpartition("/")[0]
-    return entries
+        raise IntegrityError(f"invalid bundle manifest in {where}: not JSON ({exc})",
+                             hint="re-save the bundle; its manifest.json is corrupt") from None
+    validate_manifest(manifest, where)
+    return [(f["path"], f["sha256"], f["size"]) for f in manifest["files"]]
 
 
 # ------------------------------------------------------------------ streaming
@@ -285,8 +256,11 @@ def pull_bundle(store: ArtifactStore, ref: ArtifactRef, dest: Path) -> Path:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
+    lock = None
     try:
         tmp.mkdir()
+        lock = writing(tmp)  # `mlops gc` leaves a temporary alone while its writer lives
+        lock.__enter__()
         for rel, hexdigest, size in entries:
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +285,9 @@ def pull_bundle(store: ArtifactStore, ref: ArtifactRef, dest: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
     return dest
 
 

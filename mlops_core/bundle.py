@@ -6,22 +6,26 @@ Python version, the packages the pickled model imports (pinned to the installed
 versions), the creation time and the mlops-core version. Any language can read it.
 
 Safety rule: :func:`load_bundle` verifies every hash *before* the format loads
-anything, so a tampered pickle is refused before a single opcode runs.
-Files are hashed as streams in 1 MiB chunks, never read whole.
+anything, so a tampered pickle is refused before a single opcode runs, and the
+format loads *the bytes that were verified* (:class:`VerifiedFiles`), never the
+files again: swapping a file between the check and the load changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
+import re
 import shutil
+import stat
 import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import IO, TYPE_CHECKING, Any, Mapping
 
 import attrs
 
@@ -29,6 +33,7 @@ from ._version import __version__
 from .entities import Signature, utcnow
 from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
 from .interfaces import BackendContext, ModelFormat, validate_key
+from .leftovers import writing
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import PluginManager
@@ -43,6 +48,9 @@ __all__ = [
     "save_bundle",
     "load_bundle",
     "verify_bundle",
+    "open_verified",
+    "VerifiedFiles",
+    "SPOOL_LIMIT",
     "read_manifest",
     "validate_manifest",
     "canonical_json",
@@ -56,6 +64,7 @@ EXAMPLE = "example.json"
 MANIFEST_SCHEMA = "mlops-bundle/1"
 _CHUNK = 1 << 20
 _MAX_MANIFEST_BYTES = 16 << 20
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def schema_path() -> Path:
@@ -180,6 +189,9 @@ def save_bundle(
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
+    # Held until the rename: `mlops gc` never removes a temporary whose writer is alive.
+    lock = writing(tmp)
+    lock.__enter__()
     try:
         written = list(fmt.save(model, tmp))
         if signature is None:
@@ -229,6 +241,8 @@ def save_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock.__exit__(None, None, None)
     info = BundleInfo(path=dest, manifest=manifest, digest="sha256:" + hashlib.sha256(raw).hexdigest())
     pm.hooks.bundle_saved(dest, manifest)
     return info
@@ -244,11 +258,17 @@ def _fsync_dir_files(folder: Path, names: list[str]) -> None:
 
 
 # --------------------------------------------------------------- manifest
-def validate_manifest(manifest: Any) -> dict[str, Any]:
-    """Check the fields loading relies on (the JSON Schema documents all of them)."""
+def validate_manifest(manifest: Any, where: str | None = None) -> dict[str, Any]:
+    """Check the fields loading and storage rely on (the JSON Schema documents all of them).
+
+    The one manifest check of the project: :mod:`mlops_core.artifacts` uses it for
+    pushes and pulls too. Beyond the schema it enforces that no path is listed twice,
+    none is ``manifest.json`` and none is both a file and the folder of another file.
+    ``where`` (a path or a blob) is named in the error.
+    """
 
     def bad(msg: str) -> IntegrityError:
-        return IntegrityError(f"invalid bundle manifest: {msg}",
+        return IntegrityError(f"invalid bundle manifest{f' in {where}' if where else ''}: {msg}",
                               hint=f"the manifest must follow {schema_path().name}; re-save the bundle")
 
     if not isinstance(manifest, dict):
@@ -272,10 +292,16 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
         if p == MANIFEST or p in seen:
             raise bad(f"file {p!r} listed twice or shadows the manifest")
         seen.add(p)
-        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        if not (isinstance(digest, str) and _HEX64.fullmatch(digest)):
             raise bad(f"file {p!r} has no valid sha256")
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise bad(f"file {p!r} has no valid size")
+    for p in seen:
+        parent = p.rpartition("/")[0]
+        while parent:
+            if parent in seen:
+                raise bad(f"{parent!r} is listed as a file and as the folder of {p!r}")
+            parent = parent.rpartition("/")[0]
     example = manifest.get("example")
     if example is not None and (not isinstance(example, str) or example not in seen):
         raise bad(f"'example' must name a listed file, got {example!r}")
@@ -288,25 +314,34 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
 
 
 def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
-    """(manifest, digest) of a bundle folder, validated but with payload hashes not yet checked."""
+    """(manifest, digest) of a bundle folder, validated but with payload hashes not yet checked.
+
+    The manifest is read once, through one descriptor; the digest is of those bytes.
+    """
     folder = Path(path)
     mpath = folder / MANIFEST
     if not folder.is_dir():
         raise NotFoundError(f"no bundle folder at {folder}", hint="save one with mlops_core.save(...)")
-    if not mpath.is_file():
+    if not os.path.lexists(mpath):
         raise IntegrityError(f"{folder} has no {MANIFEST}", hint="this is not a bundle; save the model again")
-    if mpath.stat().st_size > _MAX_MANIFEST_BYTES:
+    fd, st = _open_regular(mpath, str(mpath))
+    with os.fdopen(fd, "rb") as f:
+        raw = f.read(min(st.st_size, _MAX_MANIFEST_BYTES) + 1)  # the descriptor's size, never a 16 MiB buffer
+    if len(raw) > _MAX_MANIFEST_BYTES:
         raise IntegrityError(f"{mpath} is larger than {_MAX_MANIFEST_BYTES} bytes", hint="this is not a bundle manifest")
-    raw = mpath.read_bytes()
     try:
         manifest = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{mpath} is not valid JSON: {exc}", hint="the bundle is corrupt; save it again") from None
-    return validate_manifest(manifest), "sha256:" + hashlib.sha256(raw).hexdigest()
+    return validate_manifest(manifest, str(mpath)), "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
 def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None) -> BundleInfo:
-    """Verify the manifest and every file (size, then sha256). Raises IntegrityError on any mismatch."""
+    """Verify the manifest and every file (size, then sha256). Raises IntegrityError on any mismatch.
+
+    A check only: whoever reads the files afterwards reads them again. To *load*
+    verified bytes use :func:`open_verified` (what :func:`load_bundle` does).
+    """
     folder = Path(path)
     manifest, digest = read_manifest(folder)
     if expected_digest is not None and digest != expected_digest:
@@ -320,34 +355,252 @@ def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None =
                 raise IntegrityError(f"bundle {folder} contains {rel!r}, which the manifest does not list",
                                      hint="remove the file or save the bundle again; nothing unverified is loaded")
     for entry in manifest["files"]:
-        fpath = folder / entry["path"]
-        if not fpath.is_file():
-            raise IntegrityError(f"bundle {folder} is missing {entry['path']!r}", hint="the bundle is incomplete; save or pull it again")
-        if fpath.stat().st_size != entry["size"]:
-            raise IntegrityError(f"{entry['path']!r} in {folder} has size {fpath.stat().st_size}, manifest says {entry['size']}",
-                                 hint="the file was truncated or changed; save or pull the bundle again")
-        actual, _ = sha256_file(fpath)
-        if actual != entry["sha256"]:
-            raise IntegrityError(f"{entry['path']!r} in {folder} does not match its sha256 (tampered or corrupt)",
+        what = f"{entry['path']!r} in {folder}"
+        fd, st = _open_regular(folder / entry["path"], what)
+        with os.fdopen(fd, "rb") as f:
+            if st.st_size != entry["size"]:
+                raise IntegrityError(f"{what} has size {st.st_size}, manifest says {entry['size']}",
+                                     hint="the file was truncated or changed; save or pull the bundle again")
+            h = hashlib.sha256()
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
+        if h.hexdigest() != entry["sha256"]:
+            raise IntegrityError(f"{what} does not match its sha256 (tampered or corrupt)",
                                  hint="refusing to load it; save or pull the bundle again from a trusted source")
     return BundleInfo(path=folder, manifest=manifest, digest=digest)
 
 
 def load_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None,
                 plugins: "PluginManager | None" = None) -> LoadedBundle:
-    """Verify every file of the bundle, then load the model with the format named in the manifest."""
-    info = verify_bundle(path, expected_digest=expected_digest)
-    fmt = _formats(plugins).get(info.manifest["format"])
+    """Read and verify every file of the bundle, then load the model from those verified bytes.
+
+    The format named in the manifest gets a :class:`VerifiedFiles` through
+    :meth:`ModelFormat.load_verified`: nothing is read from the folder again.
+    """
+    manifest, _ = read_manifest(path)
+    fmt = _formats(plugins).get(manifest["format"])
     if fmt is None:
-        raise InvalidInputError(f"bundle {info.path} uses format {info.manifest['format']!r}, which no installed plugin provides",
+        raise InvalidInputError(f"bundle {path} uses format {manifest['format']!r}, which no installed plugin provides",
                                 hint="install the plugin that provides it (see `mlops plugins`)")
-    model = fmt.load(info.path, info.manifest)
-    return LoadedBundle(model=model, manifest=info.manifest, signature=info.signature, path=info.path, digest=info.digest)
+    files = open_verified(path, expected_digest=expected_digest)
+    try:
+        model = fmt.load_verified(files)
+    finally:
+        files.close()
+    signature = Signature.from_dict(files.manifest["signature"]) if files.manifest.get("signature") else None
+    return LoadedBundle(model=model, manifest=files.manifest, signature=signature, path=Path(path),
+                        digest=files.digest)
 
 
 def read_example(info: BundleInfo | LoadedBundle) -> dict[str, Any] | None:
-    """The stored example request (a V2 body) of a verified bundle, or None."""
+    """The stored example request (a V2 body) of a verified bundle, or None (its sha256 is checked again)."""
     name = info.manifest.get("example")
     if not name:
         return None
-    return json.loads((Path(info.path) / name).read_text(encoding="utf-8"))
+    entry = next((f for f in info.manifest["files"] if f["path"] == name), None)
+    if entry is None:
+        raise IntegrityError(f"the example {name!r} is not a listed file of {info.path}", hint="save the bundle again")
+    data = _read_verified(Path(info.path) / name, entry["sha256"], entry["size"], f"{name!r} in {info.path}")
+    if not isinstance(data, bytes):
+        data.seek(0)
+        data = data.read()
+    return json.loads(data.decode("utf-8"))
+
+
+# --------------------------------------------------------- verified files
+#: Files up to this size are held in memory once verified; bigger ones are spooled
+#: into an unlinked temporary file that only this process's descriptor reaches.
+SPOOL_LIMIT = 256 << 20
+
+
+def _open_regular(path: Path, what: str) -> tuple[int, os.stat_result]:
+    """One descriptor on ``path``: no symlink followed at the last step, a regular file (no FIFO that blocks)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise IntegrityError(f"{what} is missing", hint="the bundle is incomplete; save or pull it again") from None
+    except OSError as exc:
+        raise IntegrityError(f"cannot open {what}: {exc.strerror} (symbolic links are not followed)",
+                             hint="bundle files must be regular files; save or pull the bundle again") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise IntegrityError(f"{what} is not a regular file", hint="save or pull the bundle again")
+    return fd, st
+
+
+class _PreadReader(io.RawIOBase):
+    """An independent, read-only view of a spooled file: its own position, positional reads."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._size, self._pos = fd, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self._fd, n, self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+class VerifiedFiles:
+    """The files of a bundle as bytes that were hashed *as they were read*: what formats load from.
+
+    Each listed file was read once, through one descriptor (``O_NOFOLLOW``, checked
+    with ``fstat``), into memory (or, above :data:`SPOOL_LIMIT`, into an unlinked
+    private temporary file) while its sha256 was computed. Whatever happens to the
+    bundle folder afterwards (a file swapped, rewritten or replaced by a symlink),
+    ``open`` and ``read_bytes`` return exactly the bytes that matched the manifest.
+    Never reopen files under :attr:`source`: that is the hole this class closes.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any], digest: str, source: Path,
+                 contents: Mapping[str, "bytes | Any"], sizes: Mapping[str, int]) -> None:
+        self.manifest = manifest
+        self.digest = digest
+        #: Where the bytes were read from; for messages only, never to read again.
+        self.source = source
+        self._contents = dict(contents)
+        self._sizes = dict(sizes)
+        self._materialized: Path | None = None
+
+    def names(self) -> list[str]:
+        """Relative paths of the verified files, sorted."""
+        return sorted(self._contents)
+
+    def size(self, name: str) -> int:
+        return self._sizes[self._check(name)]
+
+    def _check(self, name: str) -> str:
+        if name not in self._contents:
+            raise NotFoundError(f"{name!r} is not a file of the bundle at {self.source}",
+                                hint=f"listed files: {', '.join(self.names())}")
+        return name
+
+    def open(self, name: str) -> IO[bytes]:
+        """A new binary reader over the verified bytes of ``name`` (seekable, independent position)."""
+        data = self._contents[self._check(name)]
+        if isinstance(data, bytes):
+            return io.BytesIO(data)  # shares the bytes object: no copy
+        return io.BufferedReader(_PreadReader(data.fileno(), self._sizes[name]), buffer_size=_CHUNK)
+
+    def read_bytes(self, name: str) -> bytes:
+        data = self._contents[self._check(name)]
+        if isinstance(data, bytes):
+            return data
+        with self.open(name) as f:
+            return f.read()
+
+    def materialize(self) -> Path:
+        """A private folder (mode 0700, removed at exit) holding copies of the verified files.
+
+        For libraries that only load from a path. The folder is created here, in
+        the system's temporary folder, so nobody who can write the bundle folder
+        can write it. Formats written against ``load(directory, manifest)`` get this.
+        """
+        if self._materialized is None:
+            import atexit
+            import tempfile
+
+            folder = Path(tempfile.mkdtemp(prefix=f"mlops-verified-{os.getpid()}-"))
+            atexit.register(shutil.rmtree, folder, True)
+            for name in self.names():
+                target = folder / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with self.open(name) as src, open(target, "xb") as out:
+                    shutil.copyfileobj(src, out, _CHUNK)
+            (folder / MANIFEST).write_bytes(canonical_json(dict(self.manifest)))
+            self._materialized = folder
+        return self._materialized
+
+    def close(self) -> None:
+        """Release spooled files (in-memory bytes are freed with the object)."""
+        for data in self._contents.values():
+            if not isinstance(data, bytes):
+                data.close()
+        self._contents.clear()
+
+
+def _read_verified(path: Path, sha256: str, size: int, what: str) -> "bytes | Any":
+    fd, st = _open_regular(path, what)
+    if st.st_size != size:
+        os.close(fd)
+        raise IntegrityError(f"{what} has size {st.st_size}, the manifest says {size}",
+                             hint="the file was truncated or changed; save or pull the bundle again")
+    h = hashlib.sha256()
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        if size <= SPOOL_LIMIT:
+            parts: list[bytes] = []
+            total = 0
+            while total <= size and (chunk := f.read(size + 1 - total)):
+                parts.append(chunk)
+                total += len(chunk)
+            data: Any = parts[0] if len(parts) == 1 else b"".join(parts)
+            h.update(data)
+        else:
+            import tempfile
+
+            data = tempfile.TemporaryFile()  # O_TMPFILE/unlinked: reachable only through this descriptor
+            total = 0
+            while chunk := f.read(_CHUNK):
+                total += len(chunk)
+                if total > size:
+                    break
+                h.update(chunk)
+                data.write(chunk)
+            data.flush()
+    if total != size or h.hexdigest() != sha256:
+        if not isinstance(data, bytes):
+            data.close()
+        raise IntegrityError(f"{what} does not match its sha256 (tampered or corrupt)",
+                             hint="refusing to load it; save or pull the bundle again from a trusted source")
+    return data
+
+
+def open_verified(path: str | os.PathLike[str], *, expected_digest: str | None = None) -> VerifiedFiles:
+    """Read the manifest and every listed file once, verifying as they are read; return the verified bytes.
+
+    Raises IntegrityError on any mismatch, a missing or unlisted file, a symlink or a
+    non-regular file. Nothing is loaded here: formats load from the result.
+    """
+    folder = Path(path)
+    manifest, digest = read_manifest(folder)
+    if expected_digest is not None and digest != expected_digest:
+        raise IntegrityError(f"bundle {folder} has manifest digest {digest}, expected {expected_digest}",
+                             hint="the bundle was changed after it was registered; pull it again")
+    listed = {f["path"] for f in manifest["files"]}
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            rel = Path(root, name).relative_to(folder).as_posix()
+            if rel != MANIFEST and rel not in listed:
+                raise IntegrityError(f"bundle {folder} contains {rel!r}, which the manifest does not list",
+                                     hint="remove the file or save the bundle again; nothing unverified is loaded")
+    contents: dict[str, Any] = {}
+    try:
+        for entry in manifest["files"]:
+            contents[entry["path"]] = _read_verified(folder / entry["path"], entry["sha256"], entry["size"],
+                                                     f"{entry['path']!r} in {folder}")
+    except BaseException:
+        for data in contents.values():
+            if not isinstance(data, bytes):
+                data.close()
+        raise
+    return VerifiedFiles(manifest, digest, folder, contents, {f["path"]: f["size"] for f in manifest["files"]})

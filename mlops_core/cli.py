@@ -23,8 +23,10 @@ Exit codes (also in docs/cli.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -116,16 +118,58 @@ def _unknown_backends(config: Any, pm: Any) -> list[dict[str, str]]:
     return problems
 
 
+def _stack_programs(stack: Any) -> list[dict[str, Any]]:
+    """What the stack's deployer and builder will run (their ``programs()``), or why they cannot be built."""
+    out: list[dict[str, Any]] = []
+    for component in ("deployer", "builder"):
+        backend = stack.config.components[component].backend
+        try:
+            commands = [list(map(str, cmd)) for cmd in stack.component(component).programs()]
+        except Exception as exc:  # a broken backend is reported by doctor; here it only hides its programs
+            out.append({"component": component, "backend": backend, "error": str(exc).splitlines()[0]})
+            continue
+        out.extend({"component": component, "backend": backend, "command": cmd} for cmd in commands)
+    return out
+
+
+def _stack_file_warnings(path: Any) -> list[str]:
+    """Why a stack file is not to be trusted: others can change what it makes ``mlops`` run."""
+    import stat as _stat
+
+    if path is None:
+        return []
+    st = path.stat()
+    warnings = []
+    if st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH):
+        warnings.append(f"{path} is writable by other users (mode {oct(_stat.S_IMODE(st.st_mode))}); "
+                        "it can name programs mlops runs: chmod go-w it")
+    if hasattr(os, "getuid") and st.st_uid not in (os.getuid(), 0):
+        warnings.append(f"{path} belongs to another user (uid {st.st_uid}); set MLOPS_CONFIG to a stack file you trust")
+    return warnings
+
+
 def cmd_stack_show(args: argparse.Namespace) -> int:
     from .plugins import get_plugin_manager
-    from .stack import load_config
+    from .stack import Stack, load_config
 
     config = load_config()
     described = config.describe()
     problems = _unknown_backends(config, get_plugin_manager())
+    stack = Stack(config)
+    home_existed = config.home.exists()
+    try:
+        programs = _stack_programs(stack)
+    finally:
+        stack.close()
+        if not home_existed:  # showing a stack leaves nothing behind (building backends makes empty folders)
+            for root, _dirs, _files in sorted(os.walk(config.home), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)  # only ever removes empty folders
+    warnings = _stack_file_warnings(config.config_file)
     if args.json:
-        _print_json({**described, "problems": problems})
+        _print_json({**described, "programs": programs, "warnings": warnings, "problems": problems})
     else:
+        described.pop("config_file")
         profile = described.pop("profile")
         print(f"source: {described.pop('source')}" + (f"\nstack:  {profile}" if profile else "") +
               f"\nhome:   {described.pop('home')}")
@@ -133,6 +177,13 @@ def cmd_stack_show(args: argparse.Namespace) -> int:
         rows = [(c, d.pop("backend"), ", ".join(f"{k}={v}" for k, v in d.items()) or "-") for c, d in described.items()]
         rows += [("monitor", m.pop("backend"), ", ".join(f"{k}={v}" for k, v in m.items()) or "-") for m in monitors]
         print_table(rows, ["component", "backend", "settings"])
+        if programs:
+            print("\nprograms this stack runs:")
+            for p in programs:
+                what = " ".join(shlex.quote(a) for a in p["command"]) if "command" in p else f"(cannot tell: {p['error']})"
+                print(f"  {p['component']} ({p['backend']}): {what}")
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
         for p in problems:
             print(f"error: {p['check']}: {p['detail']}\nhint: {p['hint']}", file=sys.stderr)
     return 3 if problems else 0
@@ -232,6 +283,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         if not config_holder:
             continue
         config = config_holder[0]
+        for warning in _stack_file_warnings(config.config_file):
+            checks.append({"check": f"{prefix}stack file", "ok": False, "detail": warning,
+                           "hint": "only a stack file you control should name programs to run"})
         stack = Stack(config, pm)
         try:
             for component in requested:
@@ -241,6 +295,21 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                     continue
                 backend = config.components[component].backend
                 check(f"{prefix}{component} ({backend})", lambda c=component: stack.component(c).check())
+
+            def leftovers(stack: Any = stack) -> str:
+                from . import api
+
+                found = api.gc(dry_run=True, stack=stack)
+                if not found:
+                    return "no temporaries left by killed writers"
+                return (f"{len(found)} temporaries ({sum(lo.size for lo in found)} bytes) left by killed writers; "
+                        "`mlops gc` removes them")
+
+            check(f"{prefix}leftovers", leftovers)
+            for p in _stack_programs(stack):
+                if "command" in p:
+                    checks.append({"check": f"{prefix}{p['component']} runs", "ok": True,
+                                   "detail": " ".join(shlex.quote(a) for a in p["command"])})
         finally:
             stack.close()
     ok = all(c["ok"] for c in checks)
@@ -421,6 +490,31 @@ def cmd_models_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_sign(args: argparse.Namespace) -> int:
+    from . import api
+    from .signing import SIGNATURE_TAG
+
+    version = api.sign(args.uri, key=args.key)
+    if args.json:
+        _print_json({"uri": version.uri, "signature": version.tags.get(SIGNATURE_TAG)})
+    else:
+        print(f"signed {version.uri}: {version.tags.get(SIGNATURE_TAG, '')[:32]}...")
+    return 0
+
+
+def cmd_keys_new(args: argparse.Namespace) -> int:
+    from .signing import generate_key, key_id, _load_public
+
+    private, public = generate_key(args.path)
+    kid = key_id(_load_public(public))
+    if args.json:
+        _print_json({"private_key": str(private), "public_key": str(public), "key_id": kid})
+    else:
+        print(f"private key {private} (keep it secret; [security] signing_key)\n"
+              f"public key  {public} (share it; [security] trusted_keys)\nkey id      {kid}")
+    return 0
+
+
 def cmd_models_delete(args: argparse.Namespace) -> int:
     from . import api
     from .errors import InvalidInputError
@@ -508,6 +602,24 @@ def cmd_deployments_delete(args: argparse.Namespace) -> int:
         _print_json({"deleted": args.name})
     else:
         print(f"deleted deployment {args.name}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from . import api
+
+    found = api.gc(older_than=args.older_than, dry_run=args.dry_run)
+    total = sum(lo.size for lo in found)
+    if args.json:
+        _print_json({"dry_run": args.dry_run, "bytes": total, "leftovers": [_fields(lo) for lo in found]})
+        return 0
+    if not found:
+        print("nothing to clean")
+        return 0
+    print_table([(lo.kind, lo.where, lo.size, f"{lo.age_s / 3600:.1f} h") for lo in found],
+                ["kind", "where", "bytes", "age"])
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(found)} leftover(s), {total} bytes")
     return 0
 
 
@@ -603,6 +715,11 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--version", type=int)
     p.add_argument("--delete", action="append", metavar="KEY")
     p.set_defaults(func=cmd_models_tag)
+    p = models.add_parser("sign", parents=[common],
+                          help="sign a registered version's bundle digest with an Ed25519 key (needs cryptography)")
+    p.add_argument("uri", metavar="MODEL_URI")
+    p.add_argument("--key", default=None, metavar="PATH", help="private key (default: [security] signing_key)")
+    p.set_defaults(func=cmd_models_sign)
 
     p = models.add_parser("delete", parents=[common], help="delete a model, or one --version (needs --yes)")
     p.add_argument("name")
@@ -648,6 +765,19 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p = deps.add_parser("delete", parents=[common], help="stop and forget a deployment")
     p.add_argument("name")
     p.set_defaults(func=cmd_deployments_delete)
+
+    keys = sub.add_parser("keys", help="signing keys for bundles").add_subparsers(
+        dest="keys_command", metavar="ACTION", required=True)
+    p = keys.add_parser("new", parents=[common], help="create an Ed25519 key pair: PATH (private, 0600) and PATH.pub")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(func=cmd_keys_new)
+
+    p = sub.add_parser("gc", parents=[common],
+                       help="remove temporaries left by killed writers (older than an hour, not in use)")
+    p.add_argument("--older-than", default=None, metavar="AGE",
+                   help="only temporaries unchanged for this long: seconds or 30m, 1h, 2d (default: [gc] older_than, else 1h)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(func=cmd_gc)
 
     plugin = sub.add_parser("plugin", help="tools for plugin authors").add_subparsers(
         dest="plugin_command", metavar="ACTION", required=True)

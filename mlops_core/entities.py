@@ -36,7 +36,14 @@ __all__ = [
     "validate_model_name",
     "validate_alias",
     "validate_tag_key",
+    "validate_backend_name",
+    "validate_version",
     "validate_text",
+    "validate_tag_value",
+    "validate_description",
+    "MAX_VERSION",
+    "MAX_TAG_VALUE_LENGTH",
+    "MAX_DESCRIPTION_LENGTH",
     "validate_tags",
     "validate_page_size",
     "encode_page_token",
@@ -45,9 +52,20 @@ __all__ = [
     "to_json",
 ]
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_ALIAS = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-_TAG_KEY = re.compile(r"^[A-Za-z0-9_.\-/:]{1,250}$")
+# Matched with fullmatch: ``$`` would accept a trailing newline ("iris\n").
+# Explicit ASCII classes: ``\w`` and ``str.isalnum`` accept any Unicode letter or digit.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+_TAG_KEY = re.compile(r"[A-Za-z0-9_.\-/:]{1,250}")
+_BACKEND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+#: Version numbers are 1..MAX_VERSION: the range every registry can store (a signed
+#: 32-bit column in PostgreSQL), checked at the boundary so no backend overflows.
+MAX_VERSION = 2**31 - 1
+#: Longest tag value, in characters.
+MAX_TAG_VALUE_LENGTH = 8_000
+#: Longest description (model or version), in characters.
+MAX_DESCRIPTION_LENGTH = 65_536
 
 #: Open Inference Protocol V2 tensor datatypes.
 DATATYPES = (
@@ -61,7 +79,7 @@ def utcnow() -> _dt.datetime:
 
 
 def validate_model_name(name: str) -> str:
-    if not isinstance(name, str) or not _MODEL_NAME.match(name):
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid model name {name!r}",
             hint="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit",
@@ -70,7 +88,7 @@ def validate_model_name(name: str) -> str:
 
 
 def validate_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias == "latest":
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or alias == "latest":
         raise InvalidInputError(
             f"invalid alias {alias!r}",
             hint="an alias starts with a letter, then up to 62 letters, digits, '_' or '-'; 'latest' is reserved",
@@ -79,18 +97,54 @@ def validate_alias(alias: str) -> str:
 
 
 def validate_tag_key(key: str) -> str:
-    if not isinstance(key, str) or not _TAG_KEY.match(key):
+    if not isinstance(key, str) or not _TAG_KEY.fullmatch(key):
         raise InvalidInputError(
             f"invalid tag key {key!r}", hint="use 1-250 letters, digits or any of '_.-/:'"
         )
     return key
 
 
-def validate_text(value: Any, what: str) -> str:
-    """A free-text field (description, tag value...) must be a string."""
+def validate_backend_name(name: Any, what: str = "backend") -> str:
+    """Names of backends and formats: 1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit."""
+    if not isinstance(name, str) or not _BACKEND_NAME.fullmatch(name):
+        raise InvalidInputError(f"invalid {what} name {name!r}",
+                                hint="use 1-64 ASCII letters, digits, '-' or '_', starting with a letter or digit")
+    return name
+
+
+def validate_version(version: Any, what: str = "version") -> int:
+    """A version number: an int from 1 to MAX_VERSION (bools and huge numbers are refused)."""
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise InvalidInputError(f"invalid {what} {_short(version)}",
+                                hint=f"version numbers are integers from 1 to {MAX_VERSION}")
+    return version
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def validate_text(value: Any, what: str, max_length: int | None = None) -> str:
+    """A free-text field (description, tag value...) must be a string, without NUL, within ``max_length``."""
     if not isinstance(value, str):
         raise InvalidInputError(f"{what} must be a string, not {type(value).__name__}")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidInputError(f"{what} has {len(value)} characters, more than the limit of {max_length}",
+                                hint="keep long documents in the bundle's metadata or link to them")
+    if "\x00" in value:
+        raise InvalidInputError(f"{what} contains a NUL character", hint="remove it; not every registry can store it")
     return value
+
+
+def validate_tag_value(value: Any, what: str = "tag value") -> str:
+    """A tag value: a string of at most MAX_TAG_VALUE_LENGTH characters, without NUL."""
+    return validate_text(value, what, MAX_TAG_VALUE_LENGTH)
+
+
+def validate_description(value: Any, what: str = "description") -> str:
+    """A description: a string of at most MAX_DESCRIPTION_LENGTH characters, without NUL."""
+    return validate_text(value, what, MAX_DESCRIPTION_LENGTH)
 
 
 def validate_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
@@ -99,7 +153,7 @@ def validate_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
         return {}
     if not isinstance(tags, Mapping):
         raise InvalidInputError(f"tags must be a mapping of str to str, not {type(tags).__name__}")
-    return {validate_tag_key(k): validate_text(v, f"tag value of {k!r}") for k, v in tags.items()}
+    return {validate_tag_key(k): validate_tag_value(v, f"tag value of {k!r}") for k, v in tags.items()}
 
 
 def validate_page_size(page_size: Any) -> int:
@@ -129,8 +183,7 @@ def _check_model_name(_inst: Any, _attr: Any, value: str) -> None:
 
 
 def _check_version_number(_inst: Any, attr: Any, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidInputError(f"{attr.name} must be a version number >= 1, got {value!r}")
+    validate_version(value, attr.name)
 
 
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -225,7 +278,7 @@ class ModelVersion:
     """
 
     model: str = attrs.field(validator=_check_model_name)
-    version: int
+    version: int = attrs.field(validator=_check_version_number)
     artifact: ArtifactRef
     description: str = ""
     tags: Mapping[str, str] = attrs.field(factory=dict, converter=_freeze_mapping)
@@ -263,8 +316,8 @@ class Page(Generic[T]):
 class ModelURI:
     """``models:/name`` (latest), ``models:/name/3`` or ``models:/name@alias``."""
 
-    name: str
-    version: int | None = None
+    name: str = attrs.field(validator=_check_model_name)
+    version: int | None = attrs.field(default=None, validator=attrs.validators.optional(_check_version_number))
     alias: str | None = None
 
     @classmethod
@@ -280,8 +333,11 @@ class ModelURI:
             return cls(validate_model_name(name), alias=validate_alias(alias))
         if "/" in rest:
             name, ver = rest.rsplit("/", 1)
-            if not ver.isdigit() or int(ver) < 1:
-                raise InvalidInputError(f"bad version {ver!r} in {uri!r}", hint="versions are integers from 1")
+            # ASCII digits only (str.isdigit accepts '²'), and a length cap before int() so a
+            # 10,000-digit string costs nothing; then the range every registry can store.
+            if not re.fullmatch(r"[0-9]{1,10}", ver) or not 1 <= int(ver) <= MAX_VERSION:
+                raise InvalidInputError(f"bad version {_short(ver)} in {_short(uri)}",
+                                        hint=f"versions are integers from 1 to {MAX_VERSION}")
             return cls(validate_model_name(name), version=int(ver))
         return cls(validate_model_name(rest))
 
@@ -312,7 +368,7 @@ class DeploymentSpec:
 
     name: str = attrs.field(validator=_check_model_name)
     model: str = attrs.field(validator=_check_model_name)
-    version: int
+    version: int = attrs.field(validator=_check_version_number)
     bundle_path: str | None = None  # a local, verified copy of the bundle, when the backend needs one
     image: ImageRef | None = None
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)

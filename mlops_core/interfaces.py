@@ -32,6 +32,8 @@ from .entities import (
 from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .bundle import VerifiedFiles
+    from .leftovers import Leftover
     from .plugins import Hooks
     from .stack import Stack
 
@@ -85,6 +87,14 @@ class Backend(abc.ABC):
 
     def close(self) -> None:
         """Release connections and files. Called when the stack is closed."""
+
+    def programs(self) -> Sequence[Sequence[str]]:
+        """Command lines this backend will run, as its settings make them (``mlops stack show``, ``doctor``).
+
+        A stack file can name programs (an interpreter, extra arguments); listing them
+        lets people see what a stack makes them run before they run it. Default: none.
+        """
+        return ()
 
 
 # --------------------------------------------------------------------- storage
@@ -153,6 +163,19 @@ class ArtifactStore(Backend):
     def read_bytes(self, key: str) -> bytes:
         with self.open(key) as f:
             return f.read()
+
+    # optional: leftovers of killed writers (``mlops gc``) ---------------------
+    def find_leftovers(self, older_than: float) -> "list[Leftover]":
+        """Temporaries of writes that never finished, older than ``older_than`` seconds and not in use.
+
+        Stores whose writes leave nothing behind when killed (object stores publish
+        whole objects) keep this default: none. See :mod:`mlops_core.leftovers`.
+        """
+        return []
+
+    def remove_leftover(self, leftover: "Leftover") -> None:
+        """Delete one temporary returned by :meth:`find_leftovers`."""
+        raise NotImplementedError(f"{type(self).__name__} reports no leftovers to remove")
 
     def write_bytes(self, key: str, data: bytes) -> None:
         import io
@@ -326,6 +349,16 @@ class ModelFormat(abc.ABC):
     else asks every installed format's ``can_save`` in order of decreasing
     ``priority`` (ties by name) and takes the first that says yes. ``load`` uses
     the format named in the bundle manifest.
+
+    Loading: the core reads every file of the bundle once, verifying its sha256 as
+    it reads, and calls :meth:`load_verified` with those bytes
+    (:class:`~mlops_core.bundle.VerifiedFiles`). Override ``load_verified`` and read
+    through ``files.open(name)`` / ``files.read_bytes(name)``: the model is then
+    built from exactly the verified bytes, whatever happens to the folder meanwhile.
+    A format that only implements ``load(directory, manifest)`` keeps working and
+    stays safe: it is handed a private copy of the verified files
+    (``files.materialize()``), which costs one extra copy. Implement at least one of
+    the two.
     """
 
     #: Name recorded in the manifest's ``format`` field.
@@ -346,9 +379,33 @@ class ModelFormat(abc.ABC):
     def save(self, model: Any, directory: Path) -> Sequence[str]:
         """Write the model's files into ``directory``; return their relative paths."""
 
-    @abc.abstractmethod
     def load(self, directory: Path, manifest: Mapping[str, Any]) -> Any:
-        """Load the model. Called only after every file hash has been verified."""
+        """Load the model from the files in ``directory``, which the caller trusts.
+
+        The core never calls this on a bundle folder: it calls :meth:`load_verified`.
+        The default reads the folder's files and hands them to ``load_verified``.
+        """
+        if type(self).load_verified is ModelFormat.load_verified:
+            raise NotImplementedError(f"format {self.name!r} implements neither load() nor load_verified()")
+        from .bundle import VerifiedFiles
+
+        folder = Path(directory)
+        contents = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+                    if p.is_file() and p.name != "manifest.json"}
+        if not contents:
+            raise NotFoundError(f"{folder} holds no model files", hint="save the model first")
+        files = VerifiedFiles(dict(manifest), "", folder, contents, {k: len(v) for k, v in contents.items()})
+        return self.load_verified(files)
+
+    def load_verified(self, files: "VerifiedFiles") -> Any:
+        """Load the model from bytes the core has already verified against the manifest.
+
+        Read what you need before returning: the bytes are released afterwards. The
+        default hands ``load`` a private copy of the verified files.
+        """
+        if type(self).load is ModelFormat.load:
+            raise NotImplementedError(f"format {self.name!r} implements neither load() nor load_verified()")
+        return self.load(files.materialize(), files.manifest)
 
     def imported_modules(self, directory: Path) -> set[str]:
         """Top-level modules the saved model needs at run time (empty if unknown).

@@ -222,9 +222,13 @@ class BackendRegistrar:
         if component not in COMPONENTS:
             raise PluginError(f"plugin {self._plugin!r} registered unknown component {component!r}",
                               hint=f"components are {', '.join(COMPONENTS)}")
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        from .entities import validate_backend_name
+
+        try:
+            validate_backend_name(name)
+        except InvalidInputError as exc:
             raise PluginError(f"plugin {self._plugin!r} registered an invalid {component} backend name {name!r}",
-                              hint="use letters, digits, '-' and '_'")
+                              hint=exc.hint) from None
         if not (callable(factory) or (isinstance(factory, str) and factory.strip())):
             raise PluginError(f"plugin {self._plugin!r}: factory of {component} {name!r} must be callable or 'module:attr'")
         self._catalog.add(

@@ -31,7 +31,7 @@ from .errors import AlreadyExistsError, InvalidInputError
 
 __all__ = ["COMPONENTS", "create_plugin", "plugin_names"]
 
-_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")  # fullmatch: no trailing newline
 
 
 @attrs.frozen
@@ -117,7 +117,7 @@ COMPONENTS: dict[str, _Component] = {
 
 def plugin_names(name: str, component: str) -> dict[str, str]:
     """Every name derived from the distribution name: package, backend, classes, metric prefix."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidInputError(f"invalid plugin name {name!r}",
                                 hint="use lowercase letters, digits and single dashes, e.g. mlops-foo")
     if component not in COMPONENTS:

@@ -6,7 +6,7 @@ Resolution order (later wins):
    deployer ``process``, no monitors; state under ``./.mlops``;
 2. the stack file: ``$MLOPS_CONFIG``, else the first ``mlops.toml`` or
    ``pyproject.toml`` with a ``[tool.mlops]`` table found from the current
-   folder upwards;
+   folder upwards, stopping at a repository root (``.git``) or the home folder;
 3. environment: ``MLOPS_HOME``, ``MLOPS_<COMPONENT>=backend`` and
    ``MLOPS_<COMPONENT>__<SETTING>=value`` (e.g. ``MLOPS_STORAGE__URL=s3://b/p``),
    ``MLOPS_MONITORS=log,prometheus``.
@@ -63,8 +63,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_file", "load_config", "list_profiles",
-           "use_profile", "ACTIVE_STACK_FILE"]
+__all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_file", "load_config", "search_folders",
+           "list_profiles", "use_profile", "ACTIVE_STACK_FILE"]
 
 #: Written by ``mlops stack use NAME`` beside the stack file: the profile chosen for that project.
 ACTIVE_STACK_FILE = ".mlops-stack"
@@ -93,14 +93,22 @@ class StackConfig:
     config_file: Path | None = None
     #: The named stack (``[stacks.NAME]``) these settings came from; None without profiles.
     profile: str | None = None
+    #: ``[security]``: ``require_signature`` (bool), ``trusted_keys`` (paths of Ed25519 public keys),
+    #: ``signing_key`` (path of the private key ``register`` signs with). See docs/security.md.
+    security: Mapping[str, Any] = attrs.field(factory=dict)
+    #: ``[gc]``: ``older_than`` (seconds, or "1h"): temporaries younger than this are never collected.
+    gc: Mapping[str, Any] = attrs.field(factory=dict)
 
     def describe(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "profile": self.profile,
+            "config_file": str(self.config_file) if self.config_file else None,
             "home": str(self.home),
             **{c: {"backend": cc.backend, **dict(cc.settings)} for c, cc in self.components.items()},
             "monitors": [{"backend": m.backend, **dict(m.settings)} for m in self.monitors],
+            **({"security": dict(self.security)} if self.security else {}),
+            **({"gc": dict(self.gc)} if self.gc else {}),
         }
 
 
@@ -112,14 +120,33 @@ def find_config_file(start: Path | None = None) -> Path | None:
             raise ConfigError(f"MLOPS_CONFIG points to {path}, which does not exist",
                               hint="fix the path or unset MLOPS_CONFIG to use the embedded defaults")
         return path
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
+    for folder in search_folders(start):
         if (folder / "mlops.toml").is_file():
             return folder / "mlops.toml"
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file() and b"[tool.mlops" in pyproject.read_bytes():
             return pyproject
     return None
+
+
+def search_folders(start: Path | None = None) -> list[Path]:
+    """The folders searched for a stack file: from ``start`` (the current folder) upwards,
+    stopping at the first repository root (a folder with ``.git``) or the home folder.
+
+    A stack file can name programs to run (``[deployer] python = ...``), so one in a
+    parent of the project (a shared ``/tmp``, another user's folder) must not be picked up.
+    """
+    here = (start or Path.cwd()).resolve()
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no home folder known
+        home = None
+    folders = []
+    for folder in (here, *here.parents):
+        folders.append(folder)
+        if (folder / ".git").exists() or folder == home:
+            break
+    return folders
 
 
 def _read_table(path: Path) -> dict[str, Any]:
@@ -220,7 +247,7 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
     data = _read_table(path) if path else {}
     data, profile = _select_profile(data, path, env, profile)
     base = path.parent if path else Path.cwd()
-    known = {"home", "monitors", *SINGLE_COMPONENTS}
+    known = {"home", "monitors", "security", "gc", *SINGLE_COMPONENTS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {path}",
@@ -249,12 +276,40 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
     if "MLOPS_MONITORS" in env:
         monitors = [ComponentConfig(m.strip()) for m in env["MLOPS_MONITORS"].split(",") if m.strip()]
 
+    tables: dict[str, dict[str, Any]] = {}
+    for table in ("security", "gc"):
+        raw = data.get(table, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(f"'{table}' in {where} must be a table", hint=f"use [{table}] with key = value lines")
+        tables[table] = dict(raw)
+    unknown_security = sorted(set(tables["security"]) - {"require_signature", "trusted_keys", "signing_key"})
+    if unknown_security:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown_security)} in [security] of {where}",
+                          hint="valid keys: require_signature, trusted_keys, signing_key")
+    for key in ("trusted_keys", "signing_key"):  # paths follow the stack file, like backend settings
+        value = tables["security"].get(key)
+        if isinstance(value, str):
+            value = [value] if key == "trusted_keys" else value
+        if key == "trusted_keys" and value is not None:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"[security] trusted_keys in {where} must be a list of paths")
+            tables["security"][key] = [str(base / Path(v).expanduser()) for v in value]
+        elif key == "signing_key" and value is not None:
+            tables["security"][key] = str(base / Path(value).expanduser())
+    if "MLOPS_REQUIRE_SIGNATURE" in env:
+        tables["security"]["require_signature"] = env["MLOPS_REQUIRE_SIGNATURE"].lower() in ("1", "true", "yes")
+    if "MLOPS_GC_OLDER_THAN" in env:
+        tables["gc"]["older_than"] = env["MLOPS_GC_OLDER_THAN"]
+    if not isinstance(tables["security"].get("require_signature", False), bool):
+        raise ConfigError(f"[security] require_signature in {where} must be true or false")
+
     home = Path(env.get("MLOPS_HOME") or data.get("home") or ".mlops")
     if not home.is_absolute():
         home = (Path.cwd() if env.get("MLOPS_HOME") else base) / home
     return StackConfig(home=home, components=components, monitors=tuple(monitors),
                        source=str(path) if path else "embedded defaults", base_dir=base.resolve(),
-                       config_file=path.resolve() if path else None, profile=profile)
+                       config_file=path.resolve() if path else None, profile=profile, security=tables["security"],
+                       gc=tables["gc"])
 
 
 class Stack:
@@ -277,6 +332,16 @@ class Stack:
     def home(self) -> Path:
         return self.config.home
 
+    def ensure_home(self) -> Path:
+        """Create the stack's home folder if needed, private to its owner (mode 0700).
+
+        It holds the registry, saved bundles, the cache of bundles that get
+        unpickled and temporaries: nobody else should be able to write there.
+        """
+        if not self.config.home.is_dir():
+            self.config.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.config.home
+
     @property
     def hooks(self) -> Any:
         return self.plugins.hooks
@@ -286,7 +351,7 @@ class Stack:
                               base_dir=self.config.base_dir, stack=self, config_file=self.config.config_file)
 
     def _build(self, component: str, cc: ComponentConfig) -> Any:
-        self.config.home.mkdir(parents=True, exist_ok=True)
+        self.ensure_home()
         backend = self.plugins.build(component, cc.backend, cc.settings, self.context(cc.backend))
         expected = _ABC[component]
         if not isinstance(backend, expected):

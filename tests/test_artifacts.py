@@ -95,13 +95,15 @@ def make_bundle(folder: Path, files: dict[str, bytes], **extra) -> Path:
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)
         (folder / rel).write_bytes(data)
         entries.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)})
-    manifest = {"schema": 1, "format": "test", "files": entries, **extra}
+    manifest = {"schema": "mlops-bundle/1", "format": "test", "files": entries, **extra}
     (folder / "manifest.json").write_bytes(json.dumps(manifest, sort_keys=True).encode())
     return folder
 
 
 def write_manifest(folder: Path, entries: list[dict]) -> None:
-    (folder / "manifest.json").write_bytes(json.dumps({"files": entries}).encode())
+    """A manifest valid in every field but ``files`` (one validator checks pushes, pulls and loads)."""
+    manifest = {"schema": "mlops-bundle/1", "format": "test", "files": entries}
+    (folder / "manifest.json").write_bytes(json.dumps(manifest).encode())
 
 
 def blobs(store: ArtifactStore) -> list[str]:
@@ -332,7 +334,7 @@ def test_symlink_leaving_the_bundle_is_refused(store, tmp_path):
 
 def test_unsafe_path_in_a_stored_manifest_writes_nothing_outside(store, tmp_path):
     """A manifest blob whose hash is right but whose paths escape: refused before any file is written."""
-    evil = json.dumps({"files": [{"path": "../../escaped.txt", "sha256": hashlib.sha256(b"x").hexdigest(),
+    evil = json.dumps({"schema": "mlops-bundle/1", "format": "test", "files": [{"path": "../../escaped.txt", "sha256": hashlib.sha256(b"x").hexdigest(),
                                   "size": 1}]}).encode()
     store.write_bytes(_payload_key(evil), evil)
     store.write_bytes(_payload_key(b"x"), b"x")

@@ -197,7 +197,8 @@ tensor = st.fixed_dictionaries({"name": st.text(min_size=1, max_size=8),
 manifests = st.fixed_dictionaries({
     "schema": st.just("mlops-bundle/1"),
     "format": st.sampled_from(["cloudpickle", "onnx"]),
-    "files": st.lists(file_entry, min_size=1, max_size=5, unique_by=lambda f: f["path"]),
+    "files": st.lists(file_entry, min_size=1, max_size=5, unique_by=lambda f: f["path"]).filter(
+        lambda fs: not any(a["path"].startswith(b["path"] + "/") for a in fs for b in fs)),
     "signature": st.none() | st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=3),
                                                     "outputs": st.lists(tensor, max_size=2)}),
     "python": st.just({"version": "3.11.7"}),
@@ -216,7 +217,8 @@ def test_valid_manifests_pass_both_the_loader_and_the_schema(manifest):
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(manifests, st.sampled_from(["drop_files", "bad_sha", "traversal", "absolute", "negative_size", "schema"]))
+@given(manifests, st.sampled_from(["drop_files", "bad_sha", "traversal", "absolute", "negative_size", "schema",
+                                   "newline_sha"]))
 def test_corrupted_manifests_fail_both(manifest, corruption):
     m = json.loads(json.dumps(manifest))
     if corruption == "drop_files":
@@ -229,6 +231,8 @@ def test_corrupted_manifests_fail_both(manifest, corruption):
         m["files"][0]["path"] = "/etc/passwd"
     elif corruption == "negative_size":
         m["files"][0]["size"] = -1
+    elif corruption == "newline_sha":
+        m["files"][0]["sha256"] = "0" * 64 + "\n"
     else:
         m["schema"] = "mlops-bundle/999"
     with pytest.raises(IntegrityError):
@@ -255,3 +259,25 @@ def test_example_rows_are_stored_for_warm_ups(tmp_path):
     jsonschema.validate(info.manifest, SCHEMA)
     assert "example.json" in {f["path"] for f in info.manifest["files"]}  # hashed like the payload
     assert read_example(mlops_core.save_bundle(model, tmp_path / "c")) is None
+
+
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(manifests, st.sampled_from(["twice", "file_and_folder", "shadows_manifest"]))
+def test_rules_beyond_the_schema_fail_the_one_validator(manifest, rule):
+    """What JSON Schema cannot say (written in the schema's description) is enforced by validate_manifest,
+    for loads, pushes and pulls alike (mlops_core.artifacts uses it too)."""
+    from mlops_core.artifacts import _payload_entries
+
+    m = json.loads(json.dumps(manifest))
+    first = m["files"][0]
+    if rule == "twice":
+        m["files"].append(dict(first))
+    elif rule == "file_and_folder":
+        m["files"].append({**first, "path": first["path"] + "/inner"})
+    else:
+        m["files"].append({**first, "path": "manifest.json"})
+    jsonschema.validate(m, SCHEMA)  # the schema alone lets these through
+    with pytest.raises(IntegrityError):
+        validate_manifest(m)
+    with pytest.raises(IntegrityError):
+        _payload_entries(json.dumps(m).encode(), "test")

@@ -86,6 +86,13 @@ class CloudpickleFormat(ModelFormat):
         with open(directory / PAYLOAD, "rb") as f:
             return pickle.load(f)
 
+    def load_verified(self, files: Any) -> Any:
+        import pickle
+
+        # Unpickle the bytes that were hashed, never the file again (no check-then-reopen race).
+        with files.open(PAYLOAD) as f:
+            return pickle.load(f)
+
     def imported_modules(self, directory: Path) -> set[str]:
         return pickled_modules(directory / PAYLOAD)
 

@@ -47,7 +47,10 @@ from ..entities import (
     validate_page_size,
     validate_tag_key,
     validate_tags,
+    validate_description,
+    validate_tag_value,
     validate_text,
+    validate_version,
 )
 from ..errors import InvalidInputError, NotFoundError
 from ..interfaces import ModelRegistry
@@ -75,9 +78,7 @@ class _Model:
 
 
 def _version_number(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInputError(f"invalid version {version!r}", hint="versions are integers from 1")
-    return version
+    return validate_version(version)
 
 
 
@@ -123,7 +124,7 @@ class InMemoryRegistry(ModelRegistry):
         validate_model_name(model)
         if not isinstance(artifact, ArtifactRef):
             raise InvalidInputError(f"artifact must be an ArtifactRef, not {artifact!r}")
-        validate_text(description, "description")
+        validate_description(description)
         tags = validate_tags(tags)
         lineage = lineage if lineage is not None else Lineage()
         if not isinstance(lineage, Lineage):
@@ -238,7 +239,7 @@ class InMemoryRegistry(ModelRegistry):
     def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
         validate_tag_key(key)
         if value is not None:
-            validate_text(value, f"value of tag {key!r}")
+            validate_tag_value(value, f"value of tag {key!r}")
         if version is not None:
             _version_number(version)
         with self._lock:
@@ -251,7 +252,7 @@ class InMemoryRegistry(ModelRegistry):
             entry.updated_at = utcnow()
 
     def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
-        validate_text(description, "description")
+        validate_description(description)
         if version is not None:
             _version_number(version)
         with self._lock:

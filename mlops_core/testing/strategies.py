@@ -148,7 +148,8 @@ def _file_entries() -> st.SearchStrategy[list[dict[str, Any]]]:
     entry = st.fixed_dictionaries({"path": artifact_keys(), "sha256": sha256_hex(),
                                    "size": st.integers(min_value=0, max_value=2 ** 40)})
     return st.lists(entry, min_size=1, max_size=5, unique_by=lambda e: e["path"]).filter(
-        lambda es: all(e["path"] != "manifest.json" for e in es))
+        lambda es: all(e["path"] != "manifest.json" for e in es)
+        and not any(a["path"].startswith(b["path"] + "/") for a in es for b in es))  # no file is another's folder
 
 
 def manifests() -> st.SearchStrategy[dict[str, Any]]:

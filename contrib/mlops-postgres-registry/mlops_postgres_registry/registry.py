@@ -20,7 +20,8 @@ import attrs
 
 from mlops_core.entities import (AliasChange, ArtifactRef, Lineage, ModelVersion, Page, RegisteredModel,
                                  decode_page_token, encode_page_token, validate_alias, validate_model_name,
-                                 validate_page_size, validate_tag_key, validate_tags, validate_text)
+                                 validate_page_size, validate_tag_key, validate_tags, validate_text,
+                                 validate_version)
 from mlops_core.errors import BackendUnavailableError, ConfigError, InvalidInputError, NotFoundError
 from mlops_core.interfaces import BackendContext, ModelRegistry
 
@@ -86,9 +87,7 @@ class PostgresRegistryConfig:
 
 
 def _version_number(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInputError(f"invalid version {version!r}", hint="versions are integers from 1")
-    return version
+    return validate_version(version)  # fits the integer columns
 
 
 def _text(value: Any, what: str) -> str:

@@ -135,7 +135,18 @@ class FormatSuite(ConformanceSuite):
     def test_bundle_records_a_signature(self, backend: ModelFormat, model: Any, example: Any,
                                         tmp_path: Path) -> None:
         """save_bundle with an example records a signature: the format's own, else one inferred from the example."""
-        from ...bundle import load_bundle, save_bundle
+        from ...bundle import load_bundle
+
+        info, pm = self._isolated_bundle(backend, model, tmp_path / "bundle", example=example)
+        sig = info.signature
+        assert sig is not None and sig.inputs and sig.outputs
+        if self.describes_signature:
+            assert sig == backend.signature(info.path)
+        loaded = load_bundle(info.path, plugins=pm)
+        assert loaded.signature == sig
+
+    def _isolated_bundle(self, backend: ModelFormat, model: Any, folder: Path, example: Any = None) -> tuple[Any, Any]:
+        from ...bundle import save_bundle
         from ...plugins import PluginManager, hookimpl
 
         class _Provider:
@@ -144,14 +155,47 @@ class FormatSuite(ConformanceSuite):
                 backends.add_format(backend.name, lambda config, context: backend)
 
         pm = PluginManager(autoload=False)
-        pm.register(_Provider(), name="kit-format")
-        info = save_bundle(model, tmp_path / "bundle", format=backend.name, example=example, plugins=pm)
-        sig = info.signature
-        assert sig is not None and sig.inputs and sig.outputs
-        if self.describes_signature:
-            assert sig == backend.signature(info.path)
-        loaded = load_bundle(info.path, plugins=pm)
-        assert loaded.signature == sig
+        assert pm.register(_Provider(), name="kit-format") == "kit-format", pm.failures
+        return save_bundle(model, folder, format=backend.name, example=example, plugins=pm), pm
+
+    def test_loads_the_verified_bytes_not_the_folder(self, backend: ModelFormat, model: Any, example: Any,
+                                                     tmp_path: Path) -> None:
+        """Every file is replaced by garbage after verification: the load must not notice (it reads the verified bytes)."""
+        from ...bundle import open_verified
+
+        info, _pm = self._isolated_bundle(backend, model, tmp_path / "bundle")
+        files = open_verified(info.path, expected_digest=info.digest)
+        for entry in info.manifest["files"]:
+            target = tmp_path / "bundle" / entry["path"]
+            target.unlink()
+            target.write_bytes(b"swapped after the check " * 8)
+        try:
+            loaded = backend.load_verified(files)
+        finally:
+            files.close()
+        self.assert_same_predictions(self.predict(model, example), self.predict(loaded, example))
+
+    def test_swapping_files_during_loads(self, backend: ModelFormat, model: Any, example: Any, tmp_path: Path) -> None:
+        """Another process swaps each file with a tampered copy in a loop: every load is refused or correct."""
+        from ...bundle import load_bundle
+        from ..race import FileSwapper
+
+        info, pm = self._isolated_bundle(backend, model, tmp_path / "bundle")
+        expected = self.predict(model, example)
+        entry = max(info.manifest["files"], key=lambda f: f["size"])  # the payload, most likely
+        target = tmp_path / "bundle" / entry["path"]
+        good = target.read_bytes()
+        bad = bytes(b ^ 0x5A for b in good) or b"x"
+        with FileSwapper(target, good, bad, tmp_path / "swap"):
+            for _ in range(self.race_loads):
+                try:
+                    loaded = load_bundle(info.path, expected_digest=info.digest, plugins=pm)
+                except IntegrityError:
+                    continue  # the swapped copy was seen and refused
+                self.assert_same_predictions(expected, self.predict(loaded.model, example))
+
+    #: Loads made while the swapper runs in ``test_swapping_files_during_loads``.
+    race_loads = 100
 
     def test_load_of_missing_files_is_an_error(self, backend: ModelFormat, tmp_path: Path) -> None:
         with pytest.raises((MlopsError, OSError, EOFError, ValueError)):

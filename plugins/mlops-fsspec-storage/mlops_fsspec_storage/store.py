@@ -19,13 +19,16 @@ import os
 import posixpath
 import re
 import uuid
+from pathlib import Path
 from typing import IO, Any, Iterator, Mapping
 
+import attrs
 import fsspec
 from fsspec.registry import known_implementations
 
 from mlops_core.errors import BackendUnavailableError, ConfigError, MlopsError, NotFoundError
 from mlops_core.interfaces import ArtifactStore, BackendContext
+from mlops_core.leftovers import Leftover, find_leftovers, remove, writing
 
 from .config import FsspecStorageConfig
 
@@ -190,7 +193,8 @@ class FsspecArtifactStore(ArtifactStore):
             with self._errors("write", key):
                 self._fs.makedirs(posixpath.dirname(path), exist_ok=True)
                 f = self._fs.open(tmp, "wb")
-            with f:
+            # A live local write holds the temporary's lock: `mlops gc` never removes it.
+            with f, (writing(Path(tmp)) if self._local else contextlib.nullcontext()):
                 self._copy(key, source, f)
                 if self._local:
                     _fsync(f)
@@ -251,6 +255,22 @@ class FsspecArtifactStore(ArtifactStore):
                 self._fs.rm_file(path)
             except FileNotFoundError:
                 pass
+
+    # leftovers ----------------------------------------------------------------
+    def find_leftovers(self, older_than: float) -> list[Leftover]:
+        """``<key>.tmp-<uuid>`` files of killed writers on a local disk (object stores leave none).
+
+        Other non-atomic filesystems (sftp, hdfs...) are not scanned: their writers
+        cannot be told alive from dead, so their temporaries are left for an operator.
+        """
+        if not self._local:
+            return []
+        return [attrs.evolve(lo, kind="blob temporary") for lo in find_leftovers(Path(self._root), older_than)]
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        if not self._local or not Path(leftover.where).is_relative_to(Path(self._root)):
+            raise MlopsError(f"{leftover.where} is not a temporary of the store {self.uri}")
+        remove(leftover)
 
     # health -------------------------------------------------------------------
     def check(self) -> str:

@@ -39,13 +39,13 @@ class ImageReference:
         digest = None
         if "@" in ref:
             ref, digest = ref.split("@", 1)
-            if not _DIGEST.match(digest):
+            if not _DIGEST.fullmatch(digest):
                 raise InvalidInputError(f"invalid digest in image reference {original!r}", hint="use @sha256:<64 hex>")
         tag = None
         last = ref.rsplit("/", 1)[-1]
         if ":" in last:
             ref, tag = ref.rsplit(":", 1)
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise InvalidInputError(f"invalid tag {tag!r} in image reference {original!r}",
                                         hint="tags are up to 128 letters, digits, '_', '.', '-'")
         first, _, rest = ref.partition("/")
@@ -57,7 +57,7 @@ class ImageReference:
                 repository = f"library/{repository}"
         if registry in ("docker.io", "index.docker.io"):
             registry = DOCKER_HUB
-        if not _REPO.match(repository):
+        if not _REPO.fullmatch(repository):
             raise InvalidInputError(f"invalid repository {repository!r} in image reference {original!r}",
                                     hint="repositories are lowercase path components of letters, digits, '.', '_', '-'")
         if tag is None and digest is None:

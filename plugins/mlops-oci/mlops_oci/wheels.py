@@ -63,10 +63,10 @@ class TargetPlatform:
         if os_name != "linux" or arch not in _ARCH:
             raise InvalidInputError(f"unsupported target platform {platform!r}",
                                     hint=f"use linux/ARCH with ARCH one of {', '.join(sorted(_ARCH))}")
-        if not re.match(r"^3\.\d+$", python_version):
+        if not re.fullmatch(r"3\.[0-9]+", python_version):
             raise InvalidInputError(f"target Python version {python_version!r} is not MAJOR.MINOR",
                                     hint="for example python_version = \"3.11\"")
-        if not re.match(r"^2\.\d+$", glibc):
+        if not re.fullmatch(r"2\.[0-9]+", glibc):
             raise InvalidInputError(f"glibc version {glibc!r} is not 2.N", hint="for example glibc = \"2.36\"")
         return cls(os_name, arch, python_version, glibc)
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import attrs
 
-__all__ = ["ProcessDeployerConfig", "SERVER_OPTIONS", "parse_port_range"]
+__all__ = ["ProcessDeployerConfig", "SERVER_OPTIONS", "MANAGED_FLAGS", "parse_port_range"]
 
 #: Per-deployment options that become ``python -m mlops_server`` flags (``max_batch_size=8`` ->
 #: ``--max-batch-size 8``). ``port`` is handled by the deployer itself; everything else is refused.
@@ -56,6 +56,27 @@ def _args(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
+#: Flags the deployer sets itself on every server. In ``server_args`` they would be read
+#: after the deployer's own (argparse keeps the last), so ``--host 0.0.0.0`` there made the
+#: server listen on every interface while the deployment still reported 127.0.0.1.
+MANAGED_FLAGS = ("--bundle", "--name", "--model-version", "--host", "--port", "--reuse-port",
+                 "--handover-generation")
+
+
+def _no_managed_flags(_inst: Any, _attribute: Any, value: tuple[str, ...]) -> None:
+    for arg in value:
+        flag = arg.split("=", 1)[0]
+        if not flag.startswith("--") or len(flag) < 3:
+            continue
+        # argparse accepts unambiguous prefixes (--ho for --host): refuse those too.
+        managed = [m for m in MANAGED_FLAGS if m.startswith(flag)]
+        if managed and flag not in SERVER_OPTIONS.values():
+            setting = {"--host": "host", "--port": "port"}.get(managed[0])
+            hint = (f"set `{setting} = ...` in the [deployer] table instead" if setting
+                    else "the deployer sets it for every server; remove it from server_args")
+            raise ValueError(f"server_args must not contain {arg!r} ({managed[0]} is set by the deployer); {hint}")
+
+
 def _positive(_inst: Any, attribute: Any, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
@@ -79,7 +100,7 @@ class ProcessDeployerConfig:
     #: Python interpreter that runs ``-m mlops_server`` (it must have mlops-server installed).
     python: str = sys.executable
     #: Extra ``python -m mlops_server`` arguments for every deployment (text is split like a shell does).
-    server_args: tuple[str, ...] = attrs.field(default=(), converter=_args)
+    server_args: tuple[str, ...] = attrs.field(default=(), converter=_args, validator=_no_managed_flags)
     #: Seconds a new version may take to become ready when the caller does not say (``wait <= 0``).
     startup_timeout: float = attrs.field(default=60.0, converter=float, validator=_positive)
     #: Seconds a stopping server may drain before it is killed (keep above the server's --drain-timeout, 30 s).

@@ -148,6 +148,12 @@ class ProcessDeployer(Deployer):
             raise MlopsError("mlops-server is not installed", hint="pip install mlops-server") from None
         return f"servers run with {self.config.python}; state under {self.root}"
 
+    def programs(self) -> list[list[str]]:
+        """The server command line every deployment runs (``BUNDLE``, ``MODEL``... filled in per deployment)."""
+        return [[self.config.python, "-m", "mlops_server", "--bundle", "BUNDLE", "--name", "MODEL",
+                 "--model-version", "VERSION", "--host", self.config.host, "--port", "PORT", "--reuse-port",
+                 *self.config.server_args]]
+
     # ------------------------------------------------------------ contract
     def deploy(self, spec: DeploymentSpec, *, wait: float = 60.0) -> Deployment:
         if not spec.bundle_path or not Path(spec.bundle_path).is_dir():

@@ -50,7 +50,10 @@ from mlops_core.entities import (
     validate_page_size,
     validate_tag_key,
     validate_tags,
+    validate_description,
+    validate_tag_value,
     validate_text,
+    validate_version,
 )
 from mlops_core.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from mlops_core.interfaces import BackendContext, ModelRegistry
@@ -94,9 +97,7 @@ def _parse_ts(value: str) -> _dt.datetime:
 
 
 def _check_version(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInputError(f"invalid version {version!r}", hint="versions are integers from 1")
-    return version
+    return validate_version(version)  # 1..MAX_VERSION: a huge number is an input error, not an OverflowError
 
 
 def _check_lineage(lineage: Lineage | None) -> Lineage:
@@ -207,6 +208,13 @@ class SqliteRegistry(ModelRegistry):
                 f"cannot create the folder of registry database {self.path}: {exc}",
                 hint="set the registry's `path` setting to a writable location",
             ) from None
+        try:
+            # Created private (0600) before SQLite opens it; SQLite gives its -wal and -shm
+            # files the database's permissions. An existing file keeps its mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600))
+        except OSError as exc:
+            raise BackendUnavailableError(f"cannot create registry database {self.path}: {exc}",
+                                          hint="set the registry's `path` setting to a writable location") from None
         try:
             # Autocommit mode: transactions are opened explicitly with BEGIN [IMMEDIATE].
             # check_same_thread=False only so close() may close every thread's connection;
@@ -474,7 +482,7 @@ class SqliteRegistry(ModelRegistry):
     ) -> ModelVersion:
         validate_model_name(model)
         artifact = _check_artifact(artifact)
-        description = validate_text(description, "description")
+        description = validate_description(description)
         tags = validate_tags(tags)
         lineage = _check_lineage(lineage)
 
@@ -693,7 +701,7 @@ class SqliteRegistry(ModelRegistry):
         validate_model_name(model)
         validate_tag_key(key)
         if value is not None:
-            validate_text(value, f"value of tag {key!r}")
+            validate_tag_value(value, f"value of tag {key!r}")
         if version is not None:
             _check_version(version)
 
@@ -726,7 +734,7 @@ class SqliteRegistry(ModelRegistry):
 
     def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
         validate_model_name(model)
-        validate_text(description, "description")
+        validate_description(description)
         if version is not None:
             _check_version(version)
 

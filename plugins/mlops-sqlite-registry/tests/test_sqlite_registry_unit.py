@@ -7,6 +7,7 @@ SQLite-specific behaviour (hints, persistence, locking, threads) use ``registry`
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -584,3 +585,20 @@ def test_plugin_module_is_import_cheap():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_database_is_created_private(tmp_path):
+    """Issue 17: whoever can write registry.db decides what models:/ loads, so only its owner may."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        reg = SqliteRegistry(tmp_path / "state" / "registry.db")
+        reg.create_version("m", ArtifactRef("file:///s", "sha256:" + "0" * 64))
+        for name in ("registry.db", "registry.db-wal", "registry.db-shm"):
+            path = tmp_path / "state" / name
+            if path.exists():
+                assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        reg.close()
+    finally:
+        os.umask(old)

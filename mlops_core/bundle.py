@@ -32,6 +32,7 @@ from .interfaces import BackendContext, ModelFormat, validate_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import PluginManager
+    from .stack import Stack
 
 __all__ = [
     "MANIFEST",
@@ -105,19 +106,28 @@ class LoadedBundle:
 
 
 # ---------------------------------------------------------------- formats
-def _formats(plugins: "PluginManager | None" = None) -> dict[str, ModelFormat]:
+def _plugins(plugins: "PluginManager | None", stack: "Stack | None") -> "PluginManager":
+    if stack is not None:
+        return stack.plugins
     from .plugins import get_plugin_manager
 
-    pm = plugins or get_plugin_manager()
+    return plugins or get_plugin_manager()
+
+
+def _formats(plugins: "PluginManager | None" = None, stack: "Stack | None" = None) -> dict[str, ModelFormat]:
+    """Every installed format, built with the stack's context (without a stack: the embedded ``./.mlops`` home)."""
+    pm = _plugins(plugins, stack)
     out: dict[str, ModelFormat] = {}
     for name in pm.catalog.names("format"):
-        ctx = BackendContext(home=Path(os.environ.get("MLOPS_HOME", ".mlops")), hooks=pm.hooks, name=name)
+        ctx = stack.context(name) if stack is not None else BackendContext(home=Path(".mlops").absolute(),
+                                                                           hooks=pm.hooks, name=name)
         out[name] = pm.build("format", name, {}, ctx)
     return out
 
 
-def _pick_format(model: Any, name: str | None, plugins: "PluginManager | None" = None) -> ModelFormat:
-    formats = _formats(plugins)
+def _pick_format(model: Any, name: str | None, plugins: "PluginManager | None" = None,
+                 stack: "Stack | None" = None) -> ModelFormat:
+    formats = _formats(plugins, stack)
     if name is not None:
         if name not in formats:
             raise InvalidInputError(f"no model format named {name!r}",
@@ -161,16 +171,17 @@ def save_bundle(
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     plugins: "PluginManager | None" = None,
+    stack: "Stack | None" = None,
 ) -> BundleInfo:
     """Save ``model`` as a bundle folder at ``path`` and return its info.
 
     The folder appears complete or not at all: everything is written into a
     temporary sibling folder that is renamed into place at the end. Formats and
-    the ``bundle_saved`` event come from ``plugins`` (default: the process-wide manager).
+    the ``bundle_saved`` event come from ``stack`` (its context and its ``events``),
+    else from ``plugins`` (default: the process-wide manager).
     """
-    from .plugins import get_plugin_manager
-
-    pm = plugins or get_plugin_manager()
+    pm = _plugins(plugins, stack)
+    events = stack.events if stack is not None else pm.hooks
 
     dest = Path(path)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
@@ -185,7 +196,7 @@ def save_bundle(
         from .signature import example_request
 
         example_body = example_request(example, signature)
-    fmt = _pick_format(model, format, pm)
+    fmt = _pick_format(model, format, pm, stack)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
@@ -227,7 +238,7 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     info = BundleInfo(path=dest, manifest=manifest, digest="sha256:" + hashlib.sha256(raw).hexdigest())
-    pm.hooks.bundle_saved(dest, manifest)
+    events.bundle_saved(dest, manifest)
     return info
 
 
@@ -331,10 +342,10 @@ def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None =
 
 
 def load_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None,
-                plugins: "PluginManager | None" = None) -> LoadedBundle:
+                plugins: "PluginManager | None" = None, stack: "Stack | None" = None) -> LoadedBundle:
     """Verify every file of the bundle, then load the model with the format named in the manifest."""
     info = verify_bundle(path, expected_digest=expected_digest)
-    fmt = _formats(plugins).get(info.manifest["format"])
+    fmt = _formats(plugins, stack).get(info.manifest["format"])
     if fmt is None:
         raise InvalidInputError(f"bundle {info.path} uses format {info.manifest['format']!r}, which no installed plugin provides",
                                 hint="install the plugin that provides it (see `mlops plugins`)")

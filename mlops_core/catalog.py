@@ -64,7 +64,10 @@ class BackendSpec:
     name: str
     factory: "str | Callable[..., Any]"
     config: "str | type | None" = None
+    #: One line for ``mlops plugins`` (the backend table and ``--json``).
     summary: str = ""
+    #: URL schemes the backend serves (``s3``, ``postgresql``...): listed by ``mlops plugins`` and
+    #: named in the hint when a stack asks for a backend by a scheme (see ``BackendCatalog.for_scheme``).
     schemes: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     plugin: str = ""
     distribution: str | None = None
@@ -107,6 +110,10 @@ class BackendCatalog:
     def specs(self) -> list[BackendSpec]:
         return sorted(self._specs.values(), key=lambda s: (s.component, s.name))
 
+    def for_scheme(self, component: str, scheme: str) -> list[BackendSpec]:
+        """Backends of ``component`` that declare URL scheme ``scheme`` (``BackendSpec.schemes``)."""
+        return [s for s in self.specs() if s.component == component and scheme in s.schemes]
+
     @property
     def conflicts(self) -> Mapping[tuple[str, str], list[BackendSpec]]:
         return self._conflicts
@@ -127,10 +134,13 @@ class BackendCatalog:
             installed = ", ".join(self.names(component)) or "none"
             hint = f"installed {component} backends: {installed}"
             known = INSTALL_HINTS.get(key)
-            if known:
+            by_scheme = self.for_scheme(component, name)
+            if by_scheme:
+                hint += f"; {name}:// URLs are handled by the {component} backend {by_scheme[0].name!r} (set its url)"
+            elif known:
                 hint += f"; {name!r} is provided by {known}"
             else:
-                hint += f"; install a plugin that provides it, then check `mlops plugins`"
+                hint += "; install a plugin that provides it, then check `mlops plugins`"
             raise BackendNotFoundError(f"no {component} backend named {name!r}", hint=hint) from None
 
 

@@ -12,7 +12,7 @@ import abc
 import posixpath
 import re
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 import attrs
 
@@ -40,8 +40,7 @@ from .entities import (
 from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .plugins import Hooks
-    from .stack import Stack
+    from .events import EventDispatcher
 
 __all__ = [
     "BackendContext",
@@ -52,8 +51,28 @@ __all__ = [
     "Deployer",
     "Monitor",
     "ModelFormat",
+    "StackView",
     "validate_key",
 ]
+
+
+class StackView(Protocol):
+    """What a backend may use of the stack that built it (``context.stack``); a Stack is one.
+
+    A Protocol, so this module needs no import of :mod:`mlops_core.stack` (which imports it).
+    """
+
+    @property
+    def home(self) -> Path: ...
+
+    @property
+    def storage(self) -> "ArtifactStore": ...
+
+    @property
+    def registry(self) -> "ModelRegistry": ...
+
+    @property
+    def events(self) -> "EventDispatcher": ...
 
 
 @attrs.frozen
@@ -68,12 +87,12 @@ class BackendContext:
     """
 
     home: Path
-    hooks: "Hooks"
+    hooks: "EventDispatcher"
     name: str
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: The stack building this backend, when there is one: lets a monitor write to the
     #: stack's storage or read its registry (other components are built on first use).
-    stack: "Stack | None" = attrs.field(default=None, eq=False, repr=False)
+    stack: "StackView | None" = attrs.field(default=None, eq=False, repr=False)
     #: The stack file the settings came from, for backends that start processes which
     #: must load the same stack (pass it as MLOPS_CONFIG); None without a stack file.
     config_file: Path | None = None
@@ -85,7 +104,18 @@ class BackendContext:
 
 
 class Backend(abc.ABC):
-    """Common to every backend: a health check for ``mlops doctor`` and a close."""
+    """Common to every backend: its config and context, a health check for ``mlops doctor`` and a close.
+
+    The default constructor is the factory signature, ``Backend(config, context)``:
+    a backend class needs no ``__init__`` and no separate factory function, and
+    reads its settings from ``self.config`` and its stack from ``self.context``.
+    """
+
+    def __init__(self, config: Any = None, context: "BackendContext | None" = None) -> None:
+        #: The validated settings (an instance of the config class the backend declared, else a dict).
+        self.config = config
+        #: Where the backend runs: the stack's home, base folder, events and the stack itself.
+        self.context = context
 
     def check(self) -> str:
         """Return a one-line description if the backend is usable; raise MlopsError if not."""

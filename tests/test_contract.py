@@ -390,3 +390,87 @@ def test_canonical_json_is_defined_once():
     defined = [p.relative_to(REPO) for p in [*REPO.glob("mlops_core/**/*.py"), *REPO.glob("plugins/*/mlops_*/*.py")]
                if "def canonical_json(" in p.read_text(encoding="utf-8")]
     assert defined == [Path("mlops_core/bundle.py")]
+
+
+# ------------------------------------------------------------- registry template
+from mlops_core.interfaces import REGISTRY_PRIMITIVES, ModelRegistry  # noqa: E402
+from mlops_core.testing.reference_registry import InMemoryRegistry  # noqa: E402
+from mlops_core.testing.suites import RegistrySuite  # noqa: E402
+from mlops_core.testing.suites.registry import artifact  # noqa: E402
+
+
+class CountingRegistry(InMemoryRegistry):
+    """Records what reaches the primitives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, tuple[Any, ...]]] = []
+
+    def _create_version(self, *args: Any) -> Any:
+        self.seen.append(("create", args))
+        return super()._create_version(*args)
+
+    def _search_versions(self, *args: Any) -> Any:
+        self.seen.append(("search", args))
+        return super()._search_versions(*args)
+
+
+def test_the_registry_validates_once_and_primitives_get_clean_input():
+    from mlops_core.entities import Lineage
+
+    registry = CountingRegistry()
+    for bad in (dict(model="bad name!"), dict(model="m", tags={"bad key!": "x"}), dict(model="m", description=3),
+                dict(model="m", lineage="run-1")):
+        with pytest.raises(InvalidInputError):
+            registry.create_version(bad.pop("model"), artifact(1), **bad)
+    with pytest.raises(InvalidInputError):
+        registry.create_version("m", "not an artifact")  # type: ignore[arg-type]
+    assert registry.seen == [], "invalid input never reaches a primitive"
+    registry.create_version("m", artifact(1))
+    assert registry.seen == [("create", ("m", artifact(1), "", {}, Lineage()))]
+    for i in range(2, 5):
+        registry.create_version("m", artifact(i))
+    registry.seen.clear()
+    page = registry.search_versions("m", page_size=2)
+    assert [v.version for v in page.items] == [4, 3] and page.next_token
+    assert registry.seen == [("search", ("m", {}, 3, None))], "the core asks for one more than the page"
+    registry.search_versions("m", page_size=2, page_token=page.next_token)
+    assert registry.seen[-1] == ("search", ("m", {}, 3, ("m", 3)))
+
+
+def _delegate(name: str) -> Any:
+    return lambda self, *args, **kwargs: getattr(self.inner, name)(*args, **kwargs)
+
+
+class LegacyRegistry(ModelRegistry):
+    """A registry written before the template layer: it overrides every public method."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryRegistry()
+
+    for _public in REGISTRY_PRIMITIVES:
+        locals()[_public] = _delegate(_public)
+    del _public
+
+
+def test_a_registry_overriding_the_public_methods_keeps_working():
+    registry = LegacyRegistry()  # not abstract: the template notices the overrides
+    registry.create_version("m", artifact(1))
+    assert registry.resolve("models:/m").version == 1  # derived methods go through its public ones
+    with pytest.raises(NotImplementedError, match="LegacyRegistry overrides create_version"):
+        registry._create_version("m", artifact(1), "", {}, None)
+
+    class Incomplete(ModelRegistry):
+        def create_version(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError
+
+    with pytest.raises(TypeError, match="abstract"):
+        Incomplete()  # neither the public method nor the primitive: still abstract
+
+
+class TestLegacyRegistryPassesTheKit(RegistrySuite):
+    state_machine = False  # the delegate is InMemoryRegistry itself: nothing to compare
+
+    @pytest.fixture
+    def backend(self):
+        return LegacyRegistry()

@@ -122,7 +122,8 @@ class EventDispatcher(EventCalls):
                  trace: bool = False) -> None:
         self._sources = tuple(sources)
         self._parent = parent
-        self._trace = trace
+        #: Print every delivery with its duration to stderr (``MLOPS_TRACE_HOOKS=1``).
+        self.trace = trace
         self._lock = threading.Lock()
         #: Failures of listeners, by (plugin name, hook name).
         self.event_errors: Counter[tuple[str, str]] = Counter()
@@ -149,10 +150,11 @@ class EventDispatcher(EventCalls):
         return any(getattr(pm.hook, hook_name).get_hookimpls() for pm in self._sources)
 
     def _monitors(self) -> list[CallMonitor]:
-        monitors = list(self._call_monitors)
-        if self._parent is not None:
-            monitors += self._parent._monitors()
-        return monitors
+        """This dispatcher's call monitors and its parents' (no copy when there are none)."""
+        if self._parent is None:
+            return self._call_monitors
+        inherited = self._parent._monitors()
+        return self._call_monitors + inherited if inherited else self._call_monitors
 
     def _count_error(self, key: tuple[str, str]) -> None:
         with self._lock:
@@ -165,13 +167,13 @@ class EventDispatcher(EventCalls):
         if check is not None:
             check(kwargs)
         impls = self._impls(hook_name)
-        monitors = self._call_monitors or (self._parent is not None and self._parent._monitors())
+        monitors = self._monitors()
         if monitors:
             names = [i.plugin_name for i in impls]
-            for monitor in self._monitors():
+            for monitor in list(monitors):  # a monitor may remove itself
                 monitor(hook_name, kwargs, names)
         results = []
-        trace = self._trace
+        trace = self.trace
         for impl in impls:
             start = time.perf_counter() if trace else 0.0
             try:

@@ -185,7 +185,7 @@ class Stack:
         self._local.add_hookspecs(hookspecs)
         #: The stack's event dispatcher: its monitors, then every installed plugin.
         self.events = EventDispatcher([self._local, self.plugins.pm], parent=self.plugins.hooks,
-                                      trace=self.plugins.hooks._trace)
+                                      trace=self.plugins.hooks.trace)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> "Stack":

@@ -122,6 +122,28 @@ def test_two_stacks_with_monitors_each_hear_only_their_own(pm, tmp_path):
     b.close()
 
 
+def test_the_plugin_managers_recorders_and_error_counts_see_every_stack(pm, tmp_path):
+    seen: list[tuple[str, list[str]]] = []
+    undo = pm.hooks.add_call_monitor(lambda hook, kwargs, names: seen.append((hook, names)))
+    stack = stack_with(pm, tmp_path, ComponentConfig("recorder", {"tag": "r"}))
+    stack.start_monitors()
+
+    class Broken:
+        @hookimpl
+        def mlops_alias_changed(self, change: Any) -> None:
+            raise RuntimeError("listener bug")
+
+    pm.register(Broken(), name="broken")
+    stack.events.alias_changed("x")
+    undo()
+    stack.events.alias_changed("y")
+    assert seen == [("mlops_alias_changed", ["monitor:recorder:0", "broken"])]
+    assert RecordingMonitor.heard["r"] == [("alias", "x"), ("alias", "y")], "a failing listener stops no other"
+    assert stack.events.event_errors[("broken", "mlops_alias_changed")] == 2
+    assert pm.hooks.event_errors[("broken", "mlops_alias_changed")] == 2
+    stack.close()
+
+
 def test_monitors_start_only_when_asked(pm, tmp_path):
     """Before: reading ``stack.events`` (a bare ``s.events`` in api.save) built and registered monitors."""
     stack = stack_with(pm, tmp_path, ComponentConfig("recorder", {"tag": "x"}))

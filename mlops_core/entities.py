@@ -180,18 +180,22 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     """An immutable, hashable dict: the mappings inside frozen entities.
 
     A ``dict`` subclass, so ``json.dumps``, ``isinstance(m, dict)`` and ``m == {...}``
-    keep working; every mutating method raises TypeError. Nested dicts are frozen
-    too and lists become tuples, so ``hash()`` works on JSON-like contents.
+    keep working; every mutating method raises TypeError. Nested mappings are
+    frozen too; other values (lists included) are kept as they are, so a value
+    compares as before.
     """
 
     __slots__ = ()
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__((k, _deep_freeze(v)) for k, v in dict(*args, **kw).items())
+        super().__init__((k, _freeze_nested(v)) for k, v in dict(*args, **kw).items())
 
     def __hash__(self) -> int:  # type: ignore[override]
-        return hash(frozenset(self.items()))
+        try:
+            return hash(frozenset(self.items()))
+        except TypeError:  # an unhashable value (a list): equal mappings still have equal keys
+            return hash(frozenset(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (FrozenDict, (dict(self),))
@@ -203,15 +207,9 @@ class FrozenDict(dict):  # type: ignore[type-arg]
         return self
 
 
-def _deep_freeze(value: Any) -> Any:
-    if isinstance(value, FrozenDict):
-        return value
-    if isinstance(value, Mapping):
+def _freeze_nested(value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, FrozenDict):
         return FrozenDict(value)
-    if isinstance(value, (list, tuple)):
-        return tuple(_deep_freeze(v) for v in value)
-    if isinstance(value, set):
-        return frozenset(value)
     return value
 
 

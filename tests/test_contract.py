@@ -305,6 +305,8 @@ def test_frozen_entities_are_hashable_and_their_mappings_immutable():
         model.aliases["prod"] = 2  # type: ignore[index]
     d = _deployment(details={"pid": 1, "ports": [1, 2], "nested": {"a": [1]}})
     hash(d)
+    assert hash(d.details) == hash(FrozenDict({"pid": 1, "ports": [1, 2], "nested": {"a": [1]}}))
+    assert d.details["ports"] == [1, 2], "values compare as before (a list stays a list)"
     with pytest.raises(TypeError):
         d.details["nested"]["a"] = 2  # nested mappings are frozen too
     spec = DeploymentSpec(name="d", model="m", version=1, options={"workers": 2})

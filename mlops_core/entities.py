@@ -189,7 +189,10 @@ class FrozenDict(dict):  # type: ignore[type-arg]
     __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__((k, _freeze_nested(v)) for k, v in dict(*args, **kw).items())
+        super().__init__(*args, **kw)
+        for key, value in dict.items(self):
+            if not isinstance(value, _SCALARS) and isinstance(value, Mapping) and not isinstance(value, FrozenDict):
+                dict.__setitem__(self, key, FrozenDict(value))
 
     def __hash__(self) -> int:  # type: ignore[override]
         try:
@@ -207,10 +210,8 @@ class FrozenDict(dict):  # type: ignore[type-arg]
         return self
 
 
-def _freeze_nested(value: Any) -> Any:
-    if isinstance(value, Mapping) and not isinstance(value, FrozenDict):
-        return FrozenDict(value)
-    return value
+#: Values that are never mappings: skipped without the (slower) ABC check.
+_SCALARS = (str, int, float, bool, type(None), list, tuple)
 
 
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -508,9 +508,11 @@ class Deployer(Backend):
 class Monitor(Backend):
     """A monitor is a plugin object: implement any event hooks as methods marked ``@hookimpl``.
 
-    The stack registers each configured monitor with the plugin manager, so it
-    receives the same events as every other plugin. Event delivery isolates
-    monitors: an exception is logged and counted, never propagated to serving.
+    ``Stack.start_monitors()`` connects each configured monitor to that stack's
+    event dispatcher (``stack.events``), so it hears the stack's events (and
+    those fired by its backends and servers), never another stack's. Hook
+    wrappers are refused. Event delivery isolates monitors: an exception is
+    logged and counted, never propagated to serving.
     """
 
 

@@ -172,6 +172,33 @@ def test_api_workflows_start_the_stack_monitors(pm, tmp_path):
         stack.close()
 
 
+def test_formats_are_built_from_the_stack_not_mlops_home(pm, tmp_path, monkeypatch):
+    """Before: bundle formats got ``$MLOPS_HOME`` (or ./.mlops) as home and the shared manager's hooks."""
+    from mlops_core import api
+    from mlops_core.formats.cloudpickle_format import CloudpickleFormat
+    from mlops_core.testing.models import DoublingModel
+
+    homes: list[Any] = []
+
+    class RecordingFormat(CloudpickleFormat):
+        name = "recording"
+
+        def __init__(self, config: Any, context: Any) -> None:
+            homes.append((context.home, context.hooks, context.stack))
+
+    class FormatPlugin:
+        @hookimpl
+        def mlops_register_backends(self, backends: Any) -> None:
+            backends.add_format("recording", RecordingFormat)
+
+    pm.register(FormatPlugin(), name="format-plugin")
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "somewhere-else"))
+    stack = stack_with(pm, tmp_path)
+    api.save(DoublingModel(), tmp_path / "bundle", format="recording", stack=stack)
+    assert homes and all(h == (stack.home, stack.events, stack) for h in homes)
+    stack.close()
+
+
 def _cloudpickle_format_plugin() -> Any:
     import mlops_core.formats.cloudpickle_format as formats
 

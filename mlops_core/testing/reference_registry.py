@@ -20,9 +20,10 @@ The semantics it pins down, beyond the ABC docstrings:
 * ``set_tag(..., value=None)`` removes the tag (removing an absent tag is fine);
 * deleting a version removes its aliases; deleting a model removes everything of it.
 
-Page tokens are opaque strings that only this implementation understands; they
-are keyset positions, so concurrent inserts never make a page repeat or skip an
-item that existed before the first page.
+It implements only the primitives of the registry template: the base class
+validates the input and makes the page tokens (keyset positions bound to the
+filters, so concurrent inserts never make a page repeat or skip an item that
+existed before the first page).
 """
 
 from __future__ import annotations

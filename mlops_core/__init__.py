@@ -32,8 +32,17 @@ __all__ = [
     "deployed",
     "rollback",
     "undeploy",
+    "get_model",
+    "set_description",
+    "deployments",
+    "deployment",
+    "deployment_logs",
+    "resolve_bundle",
+    "set_stack",
+    "use_stack",
     # plugin authoring
     "hookimpl",
+    "backend",
     "get_plugin_manager",
     # bundles
     "save_bundle",
@@ -49,16 +58,21 @@ _LAZY = {
     "save": "api", "load": "api", "register": "api", "get_stack": "api", "resolve": "api",
     "list_models": "api", "list_versions": "api", "set_alias": "api", "delete_alias": "api",
     "set_tag": "api", "delete_model": "api", "delete_version": "api", "build": "api",
-    "deploy": "api", "deployed": "api", "rollback": "api", "undeploy": "api",
-    "hookimpl": "plugins", "get_plugin_manager": "plugins",
+    "deploy": "api", "deployed": "api", "rollback": "api", "undeploy": "api", "get_model": "api",
+    "set_description": "api", "deployments": "api", "deployment": "api", "deployment_logs": "api",
+    "resolve_bundle": "api", "set_stack": "api", "use_stack": "api",
+    "hookimpl": "plugins", "backend": "catalog", "get_plugin_manager": "plugins",
     "save_bundle": "bundle", "load_bundle": "bundle", "verify_bundle": "bundle",
     "Stack": "stack",
     "MlopsError": "errors",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import (build, delete_alias, delete_model, delete_version, deploy, deployed, get_stack, list_models,
-                      list_versions, load, register, resolve, rollback, save, set_alias, set_tag, undeploy)
+    from .api import (build, delete_alias, delete_model, delete_version, deploy, deployed, deployment,
+                      deployment_logs, deployments, get_model, get_stack, list_models, list_versions, load, register,
+                      resolve, resolve_bundle, rollback, save, set_alias, set_description, set_stack, set_tag,
+                      undeploy, use_stack)
+    from .catalog import backend
     from .bundle import load_bundle, save_bundle, verify_bundle
     from .errors import MlopsError
     from .plugins import get_plugin_manager, hookimpl

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle, verify_bundle
-from .entities import (AliasChange, Deployment, DeploymentSpec, ImageRef, Lineage, ModelURI, ModelVersion, Page,
-                       RegisteredModel, utcnow, validate_alias, validate_description, validate_model_name,
-                       validate_tag_key, validate_tag_value, validate_tags, validate_version)
+from .entities import (AliasChange, Deployment, DeploymentAction, DeploymentSpec, ImageRef, Lineage, ModelURI,
+                       ModelVersion, Page, RegisteredModel, utcnow, validate_alias, validate_description,
+                       validate_model_name, validate_page_size, validate_tag_key, validate_tag_value, validate_tags,
+                       validate_version)
 from .errors import AlreadyExistsError, IntegrityError, InvalidInputError, NotFoundError
+from .events import EventDispatcher
 from .stack import Stack
 
 __all__ = [
@@ -85,6 +87,12 @@ def _stack(stack: Stack | None) -> Stack:
     return stack or get_stack()
 
 
+def _events(s: Stack) -> EventDispatcher:
+    """The stack's event dispatcher, its monitors started first (once) so they hear the event."""
+    s.start_monitors()
+    return s.events
+
+
 # ------------------------------------------------------------------ bundles
 def save(model: Any, path: str | os.PathLike[str] | None = None, *, example: Any = None,
          signature: Any = None, format: str | None = None, metadata: Mapping[str, Any] | None = None,
@@ -94,9 +102,9 @@ def save(model: Any, path: str | os.PathLike[str] | None = None, *, example: Any
     if path is None:
         stamp = utcnow().strftime("%Y%m%dT%H%M%S")
         path = s.ensure_home() / "bundles" / f"{stamp}-{uuid.uuid4().hex[:8]}"
-    s.events  # the stack's monitors hear bundle_saved too
+    s.start_monitors()  # the stack's monitors hear bundle_saved too
     return save_bundle(model, path, example=example, signature=signature, format=format,
-                       metadata=metadata, overwrite=overwrite, plugins=s.plugins)
+                       metadata=metadata, overwrite=overwrite, stack=s)
 
 
 def register(name: str, source: Any, *, alias: str | None = None, description: str = "",
@@ -135,7 +143,7 @@ def register(name: str, source: Any, *, alias: str | None = None, description: s
         # Recorded with the version, in the same write: a signed version is never visible unsigned.
         tags = {**dict(tags or {}), SIGNATURE_TAG: sign_digest(signing_key, artifact.digest)}
     version = s.registry.create_version(name, artifact, description=description, tags=tags, lineage=lineage)
-    s.events.version_registered(version)
+    _events(s).version_registered(version)
     if alias is not None:
         set_alias(name, alias, version.version, stack=s)
         version = s.registry.get_version(name, version.version)
@@ -235,12 +243,12 @@ def load(target: str | os.PathLike[str], *, stack: Stack | None = None) -> Any:
     if isinstance(target, str) and target.startswith("models:/"):
         version = _resolve_trusted(s, target)
         _path, loaded = _cached_bundle(s, version, lambda p: load_bundle(
-            p, expected_digest=version.artifact.digest, plugins=s.plugins))
+            p, expected_digest=version.artifact.digest, stack=s))
         return loaded.model
     if s.config.security.get("require_signature"):
         raise IntegrityError(f"{target} is a bundle folder, which carries no signature, and this stack requires one",
                              hint="register it and load it as models:/NAME/VERSION, where its signature is checked")
-    return load_bundle(target, plugins=s.plugins).model
+    return load_bundle(target, stack=s).model
 
 
 # ----------------------------------------------------------------- registry
@@ -250,35 +258,30 @@ def get_model(name: str, *, stack: Stack | None = None) -> RegisteredModel:
 
 def list_models(*, name_contains: str | None = None, tags: Mapping[str, str] | None = None,
                 page_size: int = 100, page_token: str | None = None, stack: Stack | None = None) -> Page[RegisteredModel]:
-    _check_page_size(page_size)
+    validate_page_size(page_size)
     return _stack(stack).registry.search_models(name_contains=name_contains, tags=tags,
                                                 page_size=page_size, page_token=page_token)
 
 
 def list_versions(name: str | None = None, *, tags: Mapping[str, str] | None = None, page_size: int = 100,
                   page_token: str | None = None, stack: Stack | None = None) -> Page[ModelVersion]:
-    _check_page_size(page_size)
+    validate_page_size(page_size)
     if name is not None:
         validate_model_name(name)
     return _stack(stack).registry.search_versions(name, tags=tags, page_size=page_size, page_token=page_token)
 
 
-def _check_page_size(page_size: int) -> None:
-    if not isinstance(page_size, int) or not 1 <= page_size <= 10_000:
-        raise InvalidInputError(f"page size {page_size!r} out of range", hint="use 1..10000")
-
-
 def set_alias(name: str, alias: str, version: int, *, stack: Stack | None = None) -> AliasChange:
     s = _stack(stack)
     change = s.registry.set_alias(validate_model_name(name), validate_alias(alias), validate_version(version))
-    s.events.alias_changed(change)
+    _events(s).alias_changed(change)
     return change
 
 
 def delete_alias(name: str, alias: str, *, stack: Stack | None = None) -> AliasChange:
     s = _stack(stack)
     change = s.registry.delete_alias(validate_model_name(name), validate_alias(alias))
-    s.events.alias_changed(change)
+    _events(s).alias_changed(change)
     return change
 
 
@@ -302,7 +305,7 @@ def set_description(name: str, description: str, *, version: int | None = None, 
 def delete_version(name: str, version: int, *, stack: Stack | None = None) -> None:
     s = _stack(stack)
     s.registry.delete_version(validate_model_name(name), validate_version(version))
-    s.events.version_deleted(name, version)
+    _events(s).version_deleted(name, int(version))
 
 
 def delete_model(name: str, *, stack: Stack | None = None) -> None:
@@ -310,7 +313,7 @@ def delete_model(name: str, *, stack: Stack | None = None) -> None:
     versions = [v.version for v in _all_versions(s, name)]
     s.registry.delete_model(validate_model_name(name))
     for number in versions:
-        s.events.version_deleted(name, number)
+        _events(s).version_deleted(name, number)
 
 
 def _all_versions(s: Stack, name: str) -> list[ModelVersion]:
@@ -351,7 +354,7 @@ def copy_version(uri: str | ModelURI, *, source: Stack, target: Stack, name: str
         copied = target.registry.create_version(name, artifact, description=version.description,
                                                 tags={**version.tags, "mlops.copied_from": origin},
                                                 lineage=version.lineage)
-        target.events.version_registered(copied)
+        _events(target).version_registered(copied)
     if copy_aliases:
         for alias in version.aliases:
             if alias not in copied.aliases:
@@ -372,7 +375,7 @@ def build(uri: str | ModelURI, *, push: bool = False, stack: Stack | None = None
     s = _stack(stack)
     version, path = resolve_bundle(uri, stack=s)
     image = s.builder.build(version, path, push=push)
-    s.events.image_built(version, image)
+    _events(s).image_built(version, image)
     return image
 
 
@@ -403,7 +406,7 @@ def deployed(uri: str | ModelURI, *, name: str | None = None, wait: float = 60.0
 
 
 def _deploy(s: Stack, uri: str | ModelURI, name: str | None, wait: float,
-            options: Mapping[str, Any] | None, action: str | None) -> Deployment:
+            options: Mapping[str, Any] | None, action: DeploymentAction | None) -> Deployment:
     version, path = resolve_bundle(uri, stack=s)
     name = validate_model_name(name or version.model)
     existed = _exists(s, name)
@@ -411,7 +414,7 @@ def _deploy(s: Stack, uri: str | ModelURI, name: str | None, wait: float,
     spec = DeploymentSpec(name=name, model=version.model, version=version.version, bundle_path=str(path),
                           image=image, options=dict(options or {}))
     deployment = s.deployer.deploy(spec, wait=wait)
-    s.events.deployment_changed(deployment, action or ("updated" if existed else "deployed"))
+    _events(s).deployment_changed(deployment, action or ("updated" if existed else "deployed"))
     return deployment
 
 
@@ -431,14 +434,14 @@ def rollback(name: str, *, wait: float = 60.0, stack: Stack | None = None) -> De
         raise NotFoundError(f"deployment {name!r} has no previous version to roll back to",
                             hint="rollback needs at least one update; deploy another version first")
     return _deploy(s, f"models:/{current.model}/{current.previous_version}", name, wait,
-                   current.details.get("options"), action="rolled_back")
+                   current.options, action="rolled_back")
 
 
 def undeploy(name: str, *, stack: Stack | None = None) -> None:
     s = _stack(stack)
     current = s.deployer.get(validate_model_name(name))
     s.deployer.delete(name)
-    s.events.deployment_changed(current, "deleted")
+    _events(s).deployment_changed(current, "deleted")
 
 
 def deployments(*, stack: Stack | None = None) -> list[Deployment]:

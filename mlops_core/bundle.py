@@ -37,6 +37,7 @@ from .leftovers import writing
 
 if TYPE_CHECKING:  # pragma: no cover
     from .plugins import PluginManager
+    from .stack import Stack
 
 __all__ = [
     "MANIFEST",
@@ -114,19 +115,28 @@ class LoadedBundle:
 
 
 # ---------------------------------------------------------------- formats
-def _formats(plugins: "PluginManager | None" = None) -> dict[str, ModelFormat]:
+def _plugins(plugins: "PluginManager | None", stack: "Stack | None") -> "PluginManager":
+    if stack is not None:
+        return stack.plugins
     from .plugins import get_plugin_manager
 
-    pm = plugins or get_plugin_manager()
+    return plugins or get_plugin_manager()
+
+
+def _formats(plugins: "PluginManager | None" = None, stack: "Stack | None" = None) -> dict[str, ModelFormat]:
+    """Every installed format, built with the stack's context (without a stack: the embedded ``./.mlops`` home)."""
+    pm = _plugins(plugins, stack)
     out: dict[str, ModelFormat] = {}
     for name in pm.catalog.names("format"):
-        ctx = BackendContext(home=Path(os.environ.get("MLOPS_HOME", ".mlops")), hooks=pm.hooks, name=name)
+        ctx = stack.context(name) if stack is not None else BackendContext(home=Path(".mlops").absolute(),
+                                                                           hooks=pm.hooks, name=name)
         out[name] = pm.build("format", name, {}, ctx)
     return out
 
 
-def _pick_format(model: Any, name: str | None, plugins: "PluginManager | None" = None) -> ModelFormat:
-    formats = _formats(plugins)
+def _pick_format(model: Any, name: str | None, plugins: "PluginManager | None" = None,
+                 stack: "Stack | None" = None) -> ModelFormat:
+    formats = _formats(plugins, stack)
     if name is not None:
         if name not in formats:
             raise InvalidInputError(f"no model format named {name!r}",
@@ -170,22 +180,23 @@ def save_bundle(
     metadata: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     plugins: "PluginManager | None" = None,
+    stack: "Stack | None" = None,
 ) -> BundleInfo:
     """Save ``model`` as a bundle folder at ``path`` and return its info.
 
     The folder appears complete or not at all: everything is written into a
     temporary sibling folder that is renamed into place at the end. Formats and
-    the ``bundle_saved`` event come from ``plugins`` (default: the process-wide manager).
+    the ``bundle_saved`` event come from ``stack`` (its context and its ``events``),
+    else from ``plugins`` (default: the process-wide manager).
     """
-    from .plugins import get_plugin_manager
-
-    pm = plugins or get_plugin_manager()
+    pm = _plugins(plugins, stack)
+    events = stack.events if stack is not None else pm.hooks
 
     dest = Path(path)
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise AlreadyExistsError(f"{dest} already exists and is not empty",
                                  hint="choose another path, or pass overwrite=True (--overwrite)")
-    fmt = _pick_format(model, format, pm)
+    fmt = _pick_format(model, format, pm, stack)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
@@ -244,7 +255,7 @@ def save_bundle(
     finally:
         lock.__exit__(None, None, None)
     info = BundleInfo(path=dest, manifest=manifest, digest="sha256:" + hashlib.sha256(raw).hexdigest())
-    pm.hooks.bundle_saved(dest, manifest)
+    events.bundle_saved(dest, manifest)
     return info
 
 
@@ -371,14 +382,15 @@ def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None =
 
 
 def load_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None,
-                plugins: "PluginManager | None" = None) -> LoadedBundle:
+                plugins: "PluginManager | None" = None, stack: "Stack | None" = None) -> LoadedBundle:
     """Read and verify every file of the bundle, then load the model from those verified bytes.
 
-    The format named in the manifest gets a :class:`VerifiedFiles` through
-    :meth:`ModelFormat.load_verified`: nothing is read from the folder again.
+    The format named in the manifest (built with ``stack``'s context when given) gets a
+    :class:`VerifiedFiles` through :meth:`ModelFormat.load_verified`: nothing is read
+    from the folder again.
     """
     manifest, _ = read_manifest(path)
-    fmt = _formats(plugins).get(manifest["format"])
+    fmt = _formats(plugins, stack).get(manifest["format"])
     if fmt is None:
         raise InvalidInputError(f"bundle {path} uses format {manifest['format']!r}, which no installed plugin provides",
                                 hint="install the plugin that provides it (see `mlops plugins`)")

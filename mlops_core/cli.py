@@ -81,10 +81,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     pm = get_plugin_manager()
     infos = pm.plugins()
     failures = pm.all_failures()
+    specs = pm.catalog.specs()
     if args.json:
         _print_json({
             "plugins": [{"name": p.name, "distribution": p.distribution, "version": p.version,
                          "hooks": list(p.hooks), "backends": list(p.backends)} for p in infos],
+            "backends": [{"component": b.component, "name": b.name, "plugin": b.plugin, "summary": b.summary,
+                          "schemes": list(b.schemes)} for b in specs],
             "failures": [{"name": f.name, "distribution": f.distribution, "version": f.version,
                           "stage": f.stage, "error": f.error} for f in failures],
         })
@@ -92,6 +95,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print_table([(p.name, p.distribution or "-", p.version or "-", ", ".join(p.backends) or "-",
                  ", ".join(h.removeprefix("mlops_") for h in p.hooks)) for p in infos],
                ["plugin", "distribution", "version", "backends", "hooks"])
+        if specs:
+            print()
+            print_table([(f"{b.component}:{b.name}", ", ".join(b.schemes) or "-", b.summary or "-") for b in specs],
+                        ["backend", "URL schemes", "summary"])
         for f in failures:
             print(f"\nBROKEN {f.describe()}", file=sys.stderr)
     return 4 if failures else 0
@@ -794,9 +801,14 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
 
 def _add_plugin_commands(sub: Any) -> None:
+    from .catalog import CommandRegistrar
     from .plugins import get_plugin_manager
 
-    get_plugin_manager().call_each("mlops_add_cli_commands", subparsers=sub)
+    pm = get_plugin_manager()
+    for impl in pm.pm.hook.mlops_add_cli_commands.get_hookimpls():
+        # One registrar per plugin, so an invalid or duplicate command names its plugin.
+        commands = CommandRegistrar(sub, impl.plugin_name)
+        pm.call_each("mlops_add_cli_commands", only=impl.plugin_name, commands=commands, subparsers=commands)
 
 
 def _run(args: argparse.Namespace) -> int:

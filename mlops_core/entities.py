@@ -11,8 +11,9 @@ import base64
 import binascii
 import datetime as _dt
 import json
+import hashlib
 import re
-from typing import Any, Generic, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Generic, Iterator, Literal, Mapping, Protocol, Sequence, TypeVar, get_args, runtime_checkable
 
 import attrs
 
@@ -33,6 +34,13 @@ __all__ = [
     "Deployment",
     "PredictionEvent",
     "PredictionBatch",
+    "Alert",
+    "DriftReport",
+    "FrozenDict",
+    "DeploymentState",
+    "DeploymentAction",
+    "Severity",
+    "MAX_PAGE_SIZE",
     "validate_model_name",
     "validate_alias",
     "validate_tag_key",
@@ -46,6 +54,7 @@ __all__ = [
     "MAX_DESCRIPTION_LENGTH",
     "validate_tags",
     "validate_page_size",
+    "validate_version_number",
     "encode_page_token",
     "decode_page_token",
     "utcnow",
@@ -72,6 +81,9 @@ DATATYPES = (
     "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
     "FP16", "FP32", "FP64", "BYTES",
 )
+
+#: The largest page any listing returns (one rule for the API, the CLI and every registry).
+MAX_PAGE_SIZE = 10_000
 
 
 def utcnow() -> _dt.datetime:
@@ -157,24 +169,50 @@ def validate_tags(tags: Mapping[str, str] | None) -> dict[str, str]:
 
 
 def validate_page_size(page_size: Any) -> int:
-    if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
-        raise InvalidInputError(f"invalid page_size {page_size!r}", hint="page_size is an integer from 1")
+    """The one page-size rule of the API, the CLI and every registry: an integer from 1 to MAX_PAGE_SIZE."""
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidInputError(f"invalid page_size {page_size!r}",
+                                hint=f"page_size is an integer from 1 to {MAX_PAGE_SIZE}")
     return page_size
 
 
-def encode_page_token(kind: str, position: list[Any]) -> str:
-    """An opaque, URL- and shell-safe page token for keyset paging: the listing's kind and last key."""
-    return base64.urlsafe_b64encode(json.dumps([kind, position]).encode()).decode()
+def validate_version_number(version: Any, what: str = "version") -> int:
+    """The same rule as :func:`validate_version` (kept under this name for registries written against it)."""
+    return validate_version(version, what)
 
 
-def decode_page_token(token: Any, kind: str) -> list[Any]:
-    """The position a token from :func:`encode_page_token` carries; InvalidInputError if it is not one of ``kind``."""
+_TOKEN_HINT = "pass back the next_token of the previous page unchanged, with the same filters, or omit it to start over"
+
+
+def _filters_key(filters: Any) -> str:
+    raw = json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def encode_page_token(kind: str, position: list[Any], filters: Any = None) -> str:
+    """An opaque, URL- and shell-safe page token for keyset paging.
+
+    It carries the listing's kind, the last key of the page and a hash of the
+    filters the listing was made with, so :func:`decode_page_token` refuses it
+    under other filters.
+    """
+    raw = json.dumps([kind, position, _filters_key(filters)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_page_token(token: Any, kind: str, filters: Any = None) -> list[Any]:
+    """The position a token from :func:`encode_page_token` carries.
+
+    InvalidInputError if it is not a token of ``kind`` or was made under other ``filters``.
+    """
     try:
-        token_kind, position = json.loads(base64.urlsafe_b64decode(token.encode()))
+        token_kind, position, key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (AttributeError, binascii.Error, ValueError, TypeError):
-        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged") from None
+        raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT) from None
     if token_kind != kind or not isinstance(position, list):
-        raise InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged")
+        raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT)
+    if key != _filters_key(filters):
+        raise InvalidInputError("page token belongs to a listing with other filters", hint=_TOKEN_HINT)
     return position
 
 
@@ -186,8 +224,62 @@ def _check_version_number(_inst: Any, attr: Any, value: Any) -> None:
     validate_version(value, attr.name)
 
 
+def _refuse(self: Any, *_args: Any, **_kw: Any) -> Any:
+    raise TypeError(f"{type(self).__name__} is immutable; build a new one (dict(m) | {{...}}) instead")
+
+
+class FrozenDict(dict):  # type: ignore[type-arg]
+    """An immutable, hashable dict: the mappings inside frozen entities.
+
+    A ``dict`` subclass, so ``json.dumps``, ``isinstance(m, dict)`` and ``m == {...}``
+    keep working; every mutating method raises TypeError. Nested mappings are
+    frozen too; other values (lists included) are kept as they are, so a value
+    compares as before.
+    """
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        for key, value in dict.items(self):
+            if not isinstance(value, _SCALARS) and isinstance(value, Mapping) and not isinstance(value, FrozenDict):
+                dict.__setitem__(self, key, FrozenDict(value))
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        try:
+            return hash(frozenset(self.items()))
+        except TypeError:  # an unhashable value (a list): equal mappings still have equal keys
+            return hash(frozenset(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> "FrozenDict":
+        return self
+
+    def __deepcopy__(self, _memo: Any) -> "FrozenDict":
+        return self
+
+
+#: Values that are never mappings: skipped without the (slower) ABC check.
+_SCALARS = (str, int, float, bool, type(None), list, tuple)
+
+
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return dict(value or {})
+    if isinstance(value, FrozenDict):
+        return value
+    return FrozenDict(value or {})
+
+
+def _literal_validator(literal: Any) -> Any:
+    allowed = get_args(literal)
+
+    def check(_inst: Any, attr: Any, value: Any) -> None:
+        if value not in allowed:
+            raise InvalidInputError(f"{attr.name} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+
+    return check
 
 
 # --------------------------------------------------------------------- formats
@@ -374,22 +466,41 @@ class DeploymentSpec:
     options: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
 
 
+#: The observed state of a deployment.
+DeploymentState = Literal["starting", "ready", "failed", "stopped", "unknown"]
+#: What happened to a deployment (``mlops_deployment_changed``).
+DeploymentAction = Literal["deployed", "updated", "rolled_back", "deleted"]
+
+
 @attrs.frozen
 class Deployment:
-    """The observed state of a deployment. ``state`` is one of STATES."""
+    """The observed state of a deployment. ``state`` is one of STATES (:data:`DeploymentState`).
 
-    STATES = ("starting", "ready", "failed", "stopped", "unknown")
+    ``options`` are the backend options the running version was deployed with (what
+    ``rollback`` deploys the previous version with again); ``details`` is free-form
+    backend information (pid, container id, reason of a failure...).
+    """
+
+    STATES = get_args(DeploymentState)
+    ACTIONS = get_args(DeploymentAction)
 
     name: str
     model: str
     version: int
     backend: str
-    state: str
+    state: DeploymentState = attrs.field(validator=_literal_validator(DeploymentState))
     url: str | None = None
     previous_version: int | None = None
     created_at: _dt.datetime = attrs.field(factory=utcnow)
     updated_at: _dt.datetime = attrs.field(factory=utcnow)
     details: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+
+    def __attrs_post_init__(self) -> None:
+        # Deployers written before ``options`` existed kept them in details["options"].
+        legacy = self.details.get("options")
+        if not self.options and isinstance(legacy, Mapping) and legacy:
+            object.__setattr__(self, "options", _freeze_mapping(legacy))
 
 
 # -------------------------------------------------------------------- monitor
@@ -460,6 +571,75 @@ class PredictionBatch:
                    request_ids=[e.request_id for e in events], traceparents=[e.traceparent for e in events],
                    inputs={n: [e.inputs.get(n) for e in events] for n in names_in},
                    outputs={n: [e.outputs.get(n) for e in events] for n in names_out})
+
+
+#: How urgent an alert is.
+Severity = Literal["info", "warning", "critical"]
+
+
+@attrs.frozen
+class Alert(Mapping[str, Any]):
+    """Something needs a human (``mlops_alert``): alerters (webhook, chat, pager) listen for these.
+
+    Also a read-only mapping of its fields, so listeners written for the former
+    ``dict`` alerts (``alert["severity"]``, ``alert.get("model")``, ``dict(alert)``)
+    keep working.
+    """
+
+    severity: Severity = attrs.field(validator=_literal_validator(Severity))
+    title: str = attrs.field(validator=attrs.validators.instance_of(str))
+    model: str | None = None
+    version: int | None = None
+    details: Mapping[str, Any] = attrs.field(factory=dict, converter=_freeze_mapping)
+
+    @classmethod
+    def coerce(cls, value: "Alert | Mapping[str, Any]") -> "Alert":
+        """An Alert from an Alert or a dict with the same keys (InvalidInputError otherwise)."""
+        if isinstance(value, Alert):
+            return value
+        if not isinstance(value, Mapping):
+            raise InvalidInputError(f"an alert must be an Alert or a mapping, not {type(value).__name__}")
+        unknown = sorted(set(value) - {f.name for f in attrs.fields(cls)})
+        if unknown or "severity" not in value or "title" not in value:
+            raise InvalidInputError(f"invalid alert {dict(value)!r}",
+                                    hint="keys: severity (info|warning|critical), title, model, version, details")
+        return cls(**value)
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in _ALERT_KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Any:
+        return iter(_ALERT_KEYS)
+
+    def __len__(self) -> int:
+        return len(_ALERT_KEYS)
+
+
+_ALERT_KEYS = ("severity", "title", "model", "version", "details")
+
+
+@runtime_checkable
+class DriftReport(Protocol):
+    """What ``mlops_drift_detected`` carries: the drift monitor's report, as every listener may rely on it.
+
+    A drift monitor's own report class (with per-feature scores, methods, windows)
+    only needs these members; listeners needing more use ``to_dict()``.
+    """
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def version(self) -> int | None: ...
+
+    @property
+    def drifted(self) -> Sequence[str]:
+        """Names of the features whose score crossed its threshold."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as JSON-ready data."""
 
 
 def to_json(obj: Any) -> Any:

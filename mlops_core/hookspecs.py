@@ -11,6 +11,9 @@ Two kinds of hooks:
   separately and isolates failures: an exception is logged and counted in
   ``Hooks.event_errors`` but never stops the operation that fired the event.
 
+Hook wrappers (``@hookimpl(wrapper=True)`` or ``hookwrapper=True``) are refused
+when a plugin registers: every implementation is called on its own.
+
 Implement a hook with :data:`mlops_core.hookimpl`::
 
     from mlops_core import hookimpl
@@ -30,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
-    import argparse
     from pathlib import Path
 
-    from .entities import AliasChange, Deployment, ImageRef, ModelVersion, PredictionBatch, PredictionEvent
-    from .plugins import BackendRegistrar
+    from .catalog import BackendRegistrar, CommandRegistrar
+    from .entities import (Alert, AliasChange, Deployment, DeploymentAction, DriftReport, ImageRef, ModelVersion,
+                           PredictionBatch, PredictionEvent)
 
 PROJECT_NAME = "mlops_core"
 
@@ -65,17 +68,22 @@ def mlops_register_backends(backends: "BackendRegistrar") -> None:
 
 
 @hookspec
-def mlops_add_cli_commands(subparsers: "argparse._SubParsersAction") -> None:
+def mlops_add_cli_commands(commands: "CommandRegistrar", subparsers: "CommandRegistrar") -> None:
     """Add top-level ``mlops`` subcommands (for example ``mlops serve``).
 
-    Add parsers with ``subparsers.add_parser(name, help=...)`` and set
-    ``parser.set_defaults(handler="module:function")``: the handler is imported
-    only when the command runs and is called as ``function(args) -> int`` (the
-    exit code). Raise :class:`~mlops_core.errors.MlopsError` for expected failures;
-    the CLI prints them without a traceback. Keep this hook import-cheap: it runs
-    on every ``mlops`` invocation, ``--help`` included.
+    ``commands.add(name, help=..., handler="module:function")`` adds a command and
+    returns its ``argparse.ArgumentParser`` for the arguments;
+    ``commands.group(name, help=...)`` returns a registrar for subcommands. The
+    handler is imported only when the command runs and is called as
+    ``function(args) -> int`` (the exit code). Raise
+    :class:`~mlops_core.errors.MlopsError` for expected failures; the CLI prints
+    them without a traceback. Keep this hook import-cheap: it runs on every
+    ``mlops`` invocation, ``--help`` included.
 
-    :param subparsers: the ``argparse`` sub-parsers object of the ``mlops`` command.
+    :param commands: the registrar of ``mlops`` commands, bound to this plugin.
+    :param subparsers: the same registrar under the parameter name of plugins
+        written before it existed; its ``add_parser(name, **kwargs)`` still works
+        like argparse's. Deprecated: take ``commands``.
 
     Called once per CLI run, for each plugin separately; a plugin that raises is
     reported by ``mlops plugins`` and the other commands keep working.
@@ -146,11 +154,12 @@ def mlops_image_built(version: "ModelVersion", image: "ImageRef") -> None:
 
 
 @hookspec
-def mlops_deployment_changed(deployment: "Deployment", action: str) -> None:
+def mlops_deployment_changed(deployment: "Deployment", action: "DeploymentAction") -> None:
     """A deployment was created, updated, rolled back or deleted.
 
     :param deployment: the deployment state after the action.
-    :param action: one of ``"deployed"``, ``"updated"``, ``"rolled_back"``, ``"deleted"``.
+    :param action: one of ``"deployed"``, ``"updated"``, ``"rolled_back"``, ``"deleted"``
+        (:data:`~mlops_core.entities.DeploymentAction`; the core refuses others).
 
     Return value ignored.
     """
@@ -196,21 +205,24 @@ def mlops_predictions_batch(batch: "PredictionBatch") -> None:
 
 
 @hookspec
-def mlops_drift_detected(report: Any) -> None:
+def mlops_drift_detected(report: "DriftReport") -> None:
     """A drift monitor found a feature whose score crossed its threshold.
 
-    :param report: the drift monitor's report object (model, version, per-feature scores).
+    :param report: the drift monitor's report: a :class:`~mlops_core.entities.DriftReport`
+        (``model``, ``version``, ``drifted`` feature names, ``to_dict()`` for everything else).
 
     Return value ignored.
     """
 
 
 @hookspec
-def mlops_alert(alert: dict[str, Any]) -> None:
+def mlops_alert(alert: "Alert") -> None:
     """Something needs a human: alerters (webhook, chat, pager) listen here.
 
-    :param alert: ``{"severity": "info"|"warning"|"critical", "title": str,
-        "model": str|None, "version": int|None, "details": dict}``.
+    :param alert: an :class:`~mlops_core.entities.Alert` (``severity`` info, warning or
+        critical, ``title``, ``model``, ``version``, ``details``). It is also a read-only
+        mapping of those keys, like the dicts of earlier versions; firing a dict
+        still works and is converted (an invalid one raises InvalidInputError).
 
     Return value ignored.
     """

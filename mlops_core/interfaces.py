@@ -12,12 +12,23 @@ import abc
 import posixpath
 import re
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
 
 import attrs
 
 from .entities import (
     AliasChange,
+    decode_page_token,
+    encode_page_token,
+    validate_alias,
+    validate_model_name,
+    validate_page_size,
+    validate_tag_key,
+    validate_tags,
+    validate_description,
+    validate_tag_value,
+    validate_text,
+    validate_version_number,
     ArtifactRef,
     Deployment,
     DeploymentSpec,
@@ -33,9 +44,8 @@ from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import VerifiedFiles
+    from .events import EventDispatcher
     from .leftovers import Leftover
-    from .plugins import Hooks
-    from .stack import Stack
 
 __all__ = [
     "BackendContext",
@@ -46,8 +56,28 @@ __all__ = [
     "Deployer",
     "Monitor",
     "ModelFormat",
+    "StackView",
     "validate_key",
 ]
+
+
+class StackView(Protocol):
+    """What a backend may use of the stack that built it (``context.stack``); a Stack is one.
+
+    A Protocol, so this module needs no import of :mod:`mlops_core.stack` (which imports it).
+    """
+
+    @property
+    def home(self) -> Path: ...
+
+    @property
+    def storage(self) -> "ArtifactStore": ...
+
+    @property
+    def registry(self) -> "ModelRegistry": ...
+
+    @property
+    def events(self) -> "EventDispatcher": ...
 
 
 @attrs.frozen
@@ -62,12 +92,12 @@ class BackendContext:
     """
 
     home: Path
-    hooks: "Hooks"
+    hooks: "EventDispatcher"
     name: str
     base_dir: Path = attrs.field(factory=Path.cwd)
     #: The stack building this backend, when there is one: lets a monitor write to the
     #: stack's storage or read its registry (other components are built on first use).
-    stack: "Stack | None" = attrs.field(default=None, eq=False, repr=False)
+    stack: "StackView | None" = attrs.field(default=None, eq=False, repr=False)
     #: The stack file the settings came from, for backends that start processes which
     #: must load the same stack (pass it as MLOPS_CONFIG); None without a stack file.
     config_file: Path | None = None
@@ -79,7 +109,18 @@ class BackendContext:
 
 
 class Backend(abc.ABC):
-    """Common to every backend: a health check for ``mlops doctor`` and a close."""
+    """Common to every backend: its config and context, a health check for ``mlops doctor`` and a close.
+
+    The default constructor is the factory signature, ``Backend(config, context)``:
+    a backend class needs no ``__init__`` and no separate factory function, and
+    reads its settings from ``self.config`` and its stack from ``self.context``.
+    """
+
+    def __init__(self, config: Any = None, context: "BackendContext | None" = None) -> None:
+        #: The validated settings (an instance of the config class the backend declared, else a dict).
+        self.config = config
+        #: Where the backend runs: the stack's home, base folder, events and the stack itself.
+        self.context = context
 
     def check(self) -> str:
         """Return a one-line description if the backend is usable; raise MlopsError if not."""
@@ -184,8 +225,46 @@ class ArtifactStore(Backend):
 
 
 # -------------------------------------------------------------------- registry
+def _check_artifact(artifact: Any) -> ArtifactRef:
+    if not isinstance(artifact, ArtifactRef) or not isinstance(artifact.uri, str) or not isinstance(artifact.digest, str):
+        raise InvalidInputError(
+            f"artifact must be a mlops_core.entities.ArtifactRef with string uri and digest, not {artifact!r}",
+            hint="store the bundle first; the artifact store returns the ArtifactRef to register",
+        )
+    return artifact
+
+
+def _check_lineage(lineage: Any) -> Lineage:
+    if lineage is None:
+        return Lineage()
+    if not isinstance(lineage, Lineage):
+        raise InvalidInputError(f"lineage must be a mlops_core.entities.Lineage, not {type(lineage).__name__}")
+    return lineage
+
+
+def _bad_token(token: Any) -> InvalidInputError:
+    return InvalidInputError(f"invalid page token {token!r}", hint="pass back a next_token unchanged")
+
+
+#: Public method -> the primitive a backend implements (the template layer's map).
+REGISTRY_PRIMITIVES: Mapping[str, str] = {
+    "create_version": "_create_version", "get_model": "_get_model", "search_models": "_search_models",
+    "get_version": "_get_version", "search_versions": "_search_versions", "set_alias": "_set_alias",
+    "delete_alias": "_delete_alias", "get_alias": "_get_alias", "set_tag": "_set_tag",
+    "set_description": "_set_description", "delete_version": "_delete_version", "delete_model": "_delete_model",
+}
+
+
 class ModelRegistry(Backend):
     """Named models with monotonically numbered, immutable versions, aliases and tags.
+
+    A template (like :class:`ArtifactStore`): the public methods validate every
+    argument once (names, aliases, tag keys and values, version numbers, page
+    sizes), decode and check page tokens, and then call the ``_primitive``
+    method of the same name, which a backend implements and which only ever sees
+    valid input. Page tokens are made here, bound to the filters of the listing
+    they came from; a backend's ``_search_*`` only returns the items after a
+    keyset position.
 
     Contract every implementation must keep (the conformance kit checks it):
 
@@ -196,13 +275,80 @@ class ModelRegistry(Backend):
     * an alias points at exactly one existing version and goes with it on delete;
     * a version's artifact never changes (tags and description may);
     * listings are ordered (models by name, byte order; versions by model, then
-      version descending), ``name_contains`` is case-sensitive, ``page_size >= 1``,
-      and page tokens are opaque strings valid only with the same filters
-      (InvalidInputError otherwise);
+      version descending), ``name_contains`` is case-sensitive, ``page_size`` is
+      1..``MAX_PAGE_SIZE``, and page tokens are opaque strings valid only with the
+      same filters (InvalidInputError otherwise);
     * an unknown model raises NotFoundError, also from ``search_versions(model)``.
+
+    Registries written before the template layer override the public methods
+    themselves; they keep working unchanged (their primitives are never called),
+    and migrate by renaming each method to its ``_primitive`` and dropping their
+    own input checks (see ``docs/plugin-guide.md``).
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for public, primitive in REGISTRY_PRIMITIVES.items():
+            overrides_public = getattr(cls, public) is not getattr(ModelRegistry, public)
+            if overrides_public and getattr(getattr(cls, primitive), "__isabstractmethod__", False):
+                setattr(cls, primitive, _legacy_primitive(public, primitive))
+
+    # primitives: what a backend implements -------------------------------
     @abc.abstractmethod
+    def _create_version(self, model: str, artifact: ArtifactRef, description: str, tags: Mapping[str, str],
+                        lineage: Lineage) -> ModelVersion:
+        """Commit the next version of ``model`` (creating the model if needed)."""
+
+    @abc.abstractmethod
+    def _get_model(self, model: str) -> RegisteredModel:
+        """The model, or NotFoundError."""
+
+    @abc.abstractmethod
+    def _search_models(self, name_contains: str | None, tags: Mapping[str, str], limit: int,
+                       after: str | None) -> Sequence[RegisteredModel]:
+        """Up to ``limit`` models ordered by name, with names after ``after`` (None: from the start).
+
+        ``name_contains`` is a case-sensitive substring (None or '' match all); ``tags`` must all match.
+        """
+
+    @abc.abstractmethod
+    def _get_version(self, model: str, version: int) -> ModelVersion:
+        """The version, or NotFoundError (for an unknown model or version)."""
+
+    @abc.abstractmethod
+    def _search_versions(self, model: str | None, tags: Mapping[str, str], limit: int,
+                         after: tuple[str, int] | None) -> Sequence[ModelVersion]:
+        """Up to ``limit`` versions ordered by (model, version descending), after the key ``after``.
+
+        ``after`` is the (model, version) of the last item of the previous page:
+        return keys with a greater model, or the same model and a smaller version.
+        An unknown ``model`` raises NotFoundError.
+        """
+
+    @abc.abstractmethod
+    def _set_alias(self, model: str, alias: str, version: int) -> AliasChange: ...
+
+    @abc.abstractmethod
+    def _delete_alias(self, model: str, alias: str) -> AliasChange: ...
+
+    @abc.abstractmethod
+    def _get_alias(self, model: str, alias: str) -> ModelVersion: ...
+
+    @abc.abstractmethod
+    def _set_tag(self, model: str, key: str, value: str | None, version: int | None) -> None:
+        """Set (or with ``value=None`` remove) a tag on the model, or on one version."""
+
+    @abc.abstractmethod
+    def _set_description(self, model: str, description: str, version: int | None) -> None: ...
+
+    @abc.abstractmethod
+    def _delete_version(self, model: str, version: int) -> None:
+        """Delete one version (its aliases go with it); the number is never reused."""
+
+    @abc.abstractmethod
+    def _delete_model(self, model: str) -> None: ...
+
+    # the validated, public surface ------------------------------------------
     def create_version(
         self,
         model: str,
@@ -213,12 +359,14 @@ class ModelRegistry(Backend):
         lineage: Lineage | None = None,
     ) -> ModelVersion:
         """Create the next version of ``model`` (creating the model if needed)."""
+        return self._create_version(validate_model_name(model), _check_artifact(artifact),
+                                    validate_description(description), validate_tags(tags),
+                                    _check_lineage(lineage))
 
-    @abc.abstractmethod
     def get_model(self, model: str) -> RegisteredModel:
         """Return the model or raise NotFoundError."""
+        return self._get_model(validate_model_name(model))
 
-    @abc.abstractmethod
     def search_models(
         self,
         *,
@@ -228,11 +376,24 @@ class ModelRegistry(Backend):
         page_token: str | None = None,
     ) -> Page[RegisteredModel]:
         """Models ordered by name; ``tags`` must all match exactly."""
+        if name_contains is not None:
+            validate_text(name_contains, "name_contains")
+        tags = validate_tags(tags)
+        validate_page_size(page_size)
+        filters = {"name_contains": name_contains or None, "tags": tags}
+        after = None
+        if page_token is not None:
+            position = decode_page_token(page_token, "models", filters)
+            if len(position) != 1 or not isinstance(position[0], str):
+                raise _bad_token(page_token)
+            after = position[0]
+        items = list(self._search_models(name_contains or None, tags, page_size + 1, after))
+        token = encode_page_token("models", [items[page_size - 1].name], filters) if len(items) > page_size else None
+        return Page(items=items[:page_size], next_token=token)
 
-    @abc.abstractmethod
-    def get_version(self, model: str, version: int) -> ModelVersion: ...
+    def get_version(self, model: str, version: int) -> ModelVersion:
+        return self._get_version(validate_model_name(model), validate_version_number(version))
 
-    @abc.abstractmethod
     def search_versions(
         self,
         model: str | None = None,
@@ -242,30 +403,56 @@ class ModelRegistry(Backend):
         page_token: str | None = None,
     ) -> Page[ModelVersion]:
         """Versions ordered by (model, version descending)."""
+        if model is not None:
+            validate_model_name(model)
+        tags = validate_tags(tags)
+        validate_page_size(page_size)
+        filters = {"model": model, "tags": tags}
+        after = None
+        if page_token is not None:
+            position = decode_page_token(page_token, "versions", filters)
+            if len(position) != 2 or not isinstance(position[0], str) or isinstance(position[1], bool) \
+                    or not isinstance(position[1], int):
+                raise _bad_token(page_token)
+            after = (position[0], position[1])
+        items = list(self._search_versions(model, tags, page_size + 1, after))
+        last = items[page_size - 1] if len(items) > page_size else None
+        token = encode_page_token("versions", [last.model, last.version], filters) if last is not None else None
+        return Page(items=items[:page_size], next_token=token)
 
-    @abc.abstractmethod
-    def set_alias(self, model: str, alias: str, version: int) -> AliasChange: ...
+    def set_alias(self, model: str, alias: str, version: int) -> AliasChange:
+        return self._set_alias(validate_model_name(model), validate_alias(alias), validate_version_number(version))
 
-    @abc.abstractmethod
-    def delete_alias(self, model: str, alias: str) -> AliasChange: ...
+    def delete_alias(self, model: str, alias: str) -> AliasChange:
+        return self._delete_alias(validate_model_name(model), validate_alias(alias))
 
-    @abc.abstractmethod
     def get_alias(self, model: str, alias: str) -> ModelVersion:
         """The version ``alias`` points at, or NotFoundError."""
+        return self._get_alias(validate_model_name(model), validate_alias(alias))
 
-    @abc.abstractmethod
     def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
         """Set (or with ``value=None`` remove) a tag on the model, or on one version."""
+        validate_model_name(model)
+        validate_tag_key(key)
+        if value is not None:
+            validate_tag_value(value, f"value of tag {key!r}")
+        if version is not None:
+            validate_version_number(version)
+        self._set_tag(model, key, value, version)
 
-    @abc.abstractmethod
-    def set_description(self, model: str, description: str, *, version: int | None = None) -> None: ...
+    def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
+        validate_model_name(model)
+        validate_description(description)
+        if version is not None:
+            validate_version_number(version)
+        self._set_description(model, description, version)
 
-    @abc.abstractmethod
     def delete_version(self, model: str, version: int) -> None:
         """Delete one version (its aliases go with it); the number is never reused."""
+        self._delete_version(validate_model_name(model), validate_version_number(version))
 
-    @abc.abstractmethod
-    def delete_model(self, model: str) -> None: ...
+    def delete_model(self, model: str) -> None:
+        self._delete_model(validate_model_name(model))
 
     # derived -------------------------------------------------------------
     def latest_version(self, model: str) -> ModelVersion:
@@ -282,6 +469,19 @@ class ModelRegistry(Backend):
         if ref.version:
             return self.get_version(ref.name, ref.version)
         return self.latest_version(ref.name)
+
+
+def _legacy_primitive(public: str, primitive: str) -> Any:
+    """Stands in for a primitive of a registry that overrides the public method instead."""
+
+    def legacy(self: ModelRegistry, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            f"{type(self).__name__} overrides {public}() (a registry written before the template layer), "
+            f"so {primitive}() is not implemented; call {public}()"
+        )
+
+    legacy.__name__ = primitive
+    return legacy
 
 
 # --------------------------------------------------------------------- builder
@@ -334,9 +534,11 @@ class Deployer(Backend):
 class Monitor(Backend):
     """A monitor is a plugin object: implement any event hooks as methods marked ``@hookimpl``.
 
-    The stack registers each configured monitor with the plugin manager, so it
-    receives the same events as every other plugin. Event delivery isolates
-    monitors: an exception is logged and counted, never propagated to serving.
+    ``Stack.start_monitors()`` connects each configured monitor to that stack's
+    event dispatcher (``stack.events``), so it hears the stack's events (and
+    those fired by its backends and servers), never another stack's. Hook
+    wrappers are refused. Event delivery isolates monitors: an exception is
+    logged and counted, never propagated to serving.
     """
 
 

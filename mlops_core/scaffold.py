@@ -65,8 +65,8 @@ COMPONENTS: dict[str, _Component] = {
         test_body=_FIXTURE, stack_extra='path = "/srv/artifacts"'),
     "registry": _Component(
         abc="ModelRegistry", suite="RegistrySuite", suffix="Registry", summary="in memory, the kit's reference",
-        imports="from typing import Any, Mapping\n\nimport attrs\n\n"
-                "from mlops_core.entities import AliasChange, ArtifactRef, Lineage, ModelVersion, Page, RegisteredModel\n"
+        imports="from typing import Any, Mapping, Sequence\n\nimport attrs\n\n"
+                "from mlops_core.entities import AliasChange, ArtifactRef, Lineage, ModelVersion, RegisteredModel\n"
                 "from mlops_core.interfaces import ModelRegistry\n"
                 "from mlops_core.testing.reference_registry import InMemoryRegistry",
         config_fields='    #: Where your registry lives (a database URL...); the in-memory example ignores it.\n    url: str = ""',

@@ -52,8 +52,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import attrs
+import pluggy
 
+from . import hookspecs
 from .errors import ConfigError, MlopsError, PluginError
+from .events import EventDispatcher, check_plugin
 from .interfaces import (ArtifactStore, Backend, BackendContext, Deployer, ImageBuilder, ModelRegistry,
                          Monitor)
 from .plugins import PluginManager, get_plugin_manager
@@ -313,15 +316,27 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
 
 
 class Stack:
-    """The backends of one stack, built on first use and closed together."""
+    """The backends of one stack, built on first use and closed together.
+
+    Each stack has its own event dispatcher, ``events``: it delivers to the
+    stack's monitors, then to the installed plugins, so two stacks in one
+    process never hear each other's monitors. Monitors run once
+    :meth:`start_monitors` was called (the API's workflows and the server call
+    it); building a stack or reading an attribute never starts them.
+    """
 
     def __init__(self, config: StackConfig | None = None, plugins: PluginManager | None = None) -> None:
         self.config = config or load_config()
         self.plugins = plugins or get_plugin_manager()
         self._built: dict[str, Any] = {}
         self._monitors: list[Monitor] | None = None
-        self._monitor_names: list[str] = []
         self._lock = threading.RLock()
+        # The stack's own plugin space: its monitors register here, never in the shared manager.
+        self._local = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self._local.add_hookspecs(hookspecs)
+        #: The stack's event dispatcher: its monitors, then every installed plugin.
+        self.events = EventDispatcher([self._local, self.plugins.pm], parent=self.plugins.hooks,
+                                      trace=self.plugins.hooks.trace)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None, *, profile: str | None = None) -> "Stack":
@@ -343,11 +358,12 @@ class Stack:
         return self.config.home
 
     @property
-    def hooks(self) -> Any:
-        return self.plugins.hooks
+    def hooks(self) -> EventDispatcher:
+        """The stack's event dispatcher (the same object as ``events``)."""
+        return self.events
 
     def context(self, name: str) -> BackendContext:
-        return BackendContext(home=self.config.home, hooks=self.plugins.hooks, name=name,
+        return BackendContext(home=self.config.home, hooks=self.events, name=name,
                               base_dir=self.config.base_dir, stack=self, config_file=self.config.config_file)
 
     def _build(self, component: str, cc: ComponentConfig) -> Any:
@@ -384,54 +400,56 @@ class Stack:
         return self.component("deployer")
 
     @property
-    def events(self) -> Any:
-        """The hook facade, once the stack's monitors are registered, so they hear what happens next.
-
-        Workflows fire lifecycle events through this (registered, alias changed, deployed...);
-        reading ``hooks`` instead would skip monitors configured for this stack.
-        """
-        self.monitors
-        return self.plugins.hooks
+    def monitors(self) -> list[Monitor]:
+        """The started monitors (empty until :meth:`start_monitors`); reading this starts nothing."""
+        return list(self._monitors or [])
 
     @property
-    def monitors(self) -> list[Monitor]:
-        """Configured monitors, built and registered as plugins so they receive events."""
+    def monitors_started(self) -> bool:
+        return self._monitors is not None
+
+    def start_monitors(self) -> list[Monitor]:
+        """Build the configured monitors and connect them to ``events``; idempotent.
+
+        All or nothing: when one monitor cannot be built or is not a valid plugin,
+        the ones built so far are closed and the error names the monitor.
+        """
         with self._lock:
-            if self._monitors is None:
-                built: list[tuple[str, Monitor]] = []
-                try:
-                    for i, mc in enumerate(self.config.monitors):
-                        name = f"monitor:{mc.backend}:{i}"
-                        try:
-                            monitor = self._build("monitor", mc)
-                        except MlopsError as exc:
-                            raise type(exc)(f"monitor #{i + 1} ({mc.backend!r}) cannot be built: {exc.message}",
-                                            hint=exc.hint) from exc
-                        if self.plugins.register(monitor, name=name) is None:
-                            monitor.close()
-                            failure = self.plugins.failures[-1]
-                            raise PluginError(f"monitor #{i + 1} ({mc.backend!r}) is not a valid plugin: {failure.error}",
-                                              hint="fix or report the monitor plugin, or remove it from the stack")
-                        built.append((name, monitor))
-                except BaseException:
-                    # All or nothing: no half-registered set of monitors keeps receiving events.
-                    for name, monitor in reversed(built):
-                        self.plugins.unregister(name)
-                        monitor.close()
-                    raise
-                self._monitor_names = [name for name, _ in built]
-                self._monitors = [monitor for _, monitor in built]
-            return self._monitors
+            if self._monitors is not None:
+                return list(self._monitors)
+            built: list[tuple[str, Monitor]] = []
+            try:
+                for i, mc in enumerate(self.config.monitors):
+                    name = f"monitor:{mc.backend}:{i}"
+                    try:
+                        monitor = self._build("monitor", mc)
+                    except MlopsError as exc:
+                        raise type(exc)(f"monitor #{i + 1} ({mc.backend!r}) cannot be built: {exc.message}",
+                                        hint=exc.hint) from exc
+                    built.append((name, monitor))
+                    try:
+                        check_plugin(self._local, monitor, name)
+                        self._local.register(monitor, name=name)
+                    except Exception as exc:
+                        raise PluginError(f"monitor #{i + 1} ({mc.backend!r}) is not a valid plugin: "
+                                          f"{getattr(exc, 'message', exc)}",
+                                          hint="fix or report the monitor plugin, or remove it from the stack") from exc
+            except BaseException:
+                for name, monitor in reversed(built):
+                    if self._local.has_plugin(name):
+                        self._local.unregister(name=name)
+                    monitor.close()
+                raise
+            self._monitors = [monitor for _, monitor in built]
+            return list(self._monitors)
 
     def close(self) -> None:
         with self._lock:
             backends: list[Backend] = list(self._built.values()) + list(self._monitors or [])
-            for name in self._monitor_names:
-                if self.plugins.pm.has_plugin(name):
-                    self.plugins.unregister(name)
+            for name, _plugin in list(self._local.list_name_plugin()):
+                self._local.unregister(name=name)
             self._built.clear()
             self._monitors = None
-            self._monitor_names = []
         for backend in backends:
             backend.close()
 

@@ -274,15 +274,8 @@ def test_collect_metrics_concatenates_fragments():
     assert pm.hooks.collect_metrics() == "a_total 1\n"
 
 
-def test_every_hookspec_has_a_documented_facade_or_caller():
-    """Meta-test: each hook spec is documented and the core calls it somewhere."""
-    from mlops_core import hookspecs
-
-    core = "".join(p.read_text() for p in Path(hookspecs.__file__).parent.rglob("*.py") if p.name != "hookspecs.py")
-    for name in [n for n in dir(hookspecs) if n.startswith("mlops_")]:
-        doc = getattr(hookspecs, name).__doc__ or ""
-        assert len(doc.strip().splitlines()) >= 3, f"{name} is not documented"
-        assert name in core, f"{name} is never called by the core"
+# The meta-test of documented and fired hooks is tests/test_contract.py::test_every_hook_is_fired_somewhere
+# (the one here looked for the hook's name anywhere in the source, docstrings included: it could not fail).
 
 
 def test_reentrant_manager_use_is_a_clear_error(monkeypatch):
@@ -308,9 +301,8 @@ def test_reentrant_manager_use_is_a_clear_error(monkeypatch):
     assert failure.name == "greedy" and "while plugins are being loaded" in failure.error
 
 
-def test_generation_changes_when_plugins_come_and_go():
+def test_listeners_are_seen_as_plugins_come_and_go():
     pm = PluginManager(autoload=False)
-    before = pm.hooks.generation
 
     class Listener:
         @hookimpl
@@ -318,9 +310,9 @@ def test_generation_changes_when_plugins_come_and_go():
             pass
 
     pm.register(Listener(), name="l")
-    assert pm.hooks.generation == before + 1 and pm.hooks.has_listeners("mlops_predictions_served")
+    assert pm.hooks.has_listeners("mlops_predictions_served")
     pm.unregister("l")
-    assert pm.hooks.generation == before + 2 and not pm.hooks.has_listeners("mlops_predictions_served")
+    assert not pm.hooks.has_listeners("mlops_predictions_served")
 
 
 def test_a_plugin_whose_cli_hook_raises_is_reported_and_other_commands_work(run_cli, tmp_path):

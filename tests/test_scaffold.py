@@ -102,3 +102,20 @@ def test_generated_plugins_install_are_discovered_and_pass_the_kit(tmp_path: Pat
                          cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     assert " failed" not in run.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_the_skeletons_annotations_resolve(component: str, tmp_path: Path) -> None:
+    """Every name the skeleton's signatures use is imported (``Sequence`` was not, for the registry primitives)."""
+    root = create_plugin(f"mlops-ann-{component}", component, tmp_path)
+    package = root.name.replace("-", "_")
+    code = ("import typing, sys, inspect\n"
+            f"sys.path.insert(0, {str(root)!r})\n"
+            f"import {package}.backend as b\n"
+            "for name, cls in vars(b).items():\n"
+            "    if inspect.isclass(cls) and cls.__module__ == b.__name__:\n"
+            "        for attr, fn in vars(cls).items():\n"
+            "            if inspect.isfunction(fn):\n"
+            "                typing.get_type_hints(fn)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -126,13 +126,15 @@ def test_monitors_are_all_or_nothing(tmp_path):
     pm.register(Provider(), name="provider")
     stack = Stack(load_config(env={"MLOPS_MONITORS": "good,bad"}), pm)
     with pytest.raises(ConfigError, match=r"monitor #2 \('bad'\) cannot be built: no endpoint"):
-        stack.monitors
+        stack.start_monitors()
     assert closed == ["good"]
-    assert not pm.hooks.has_listeners("mlops_alias_changed")
+    assert not stack.events.has_listeners("mlops_alias_changed")
     ok = Stack(load_config(env={"MLOPS_MONITORS": "good"}), pm)
-    assert len(ok.monitors) == 1 and pm.hooks.has_listeners("mlops_alias_changed")
-    ok.close()
+    assert len(ok.start_monitors()) == 1 and ok.events.has_listeners("mlops_alias_changed")
+    # The stack's monitors are the stack's: the shared manager never lists them.
     assert not pm.hooks.has_listeners("mlops_alias_changed")
+    ok.close()
+    assert not ok.events.has_listeners("mlops_alias_changed")
 
 
 def test_context_carries_the_stack_file(tmp_path):

@@ -200,7 +200,7 @@ class ThreadDeployer(Deployer):
         return Deployment(name=spec.name, model=spec.model, version=spec.version, backend=self.backend_name,
                           state=state, url=running.url, previous_version=running.previous_version,
                           created_at=running.created_at, updated_at=running.created_at,
-                          details={"options": dict(spec.options)})
+                          options=spec.options)
 
     def deploy(self, spec: DeploymentSpec, *, wait: float = 60.0) -> Deployment:
         with self._lock:

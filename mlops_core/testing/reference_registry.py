@@ -20,9 +20,10 @@ The semantics it pins down, beyond the ABC docstrings:
 * ``set_tag(..., value=None)`` removes the tag (removing an absent tag is fine);
 * deleting a version removes its aliases; deleting a model removes everything of it.
 
-Page tokens are opaque strings that only this implementation understands; they
-are keyset positions, so concurrent inserts never make a page repeat or skip an
-item that existed before the first page.
+It implements only the primitives of the registry template: the base class
+validates the input and makes the page tokens (keyset positions bound to the
+filters, so concurrent inserts never make a page repeat or skip an item that
+existed before the first page).
 """
 
 from __future__ import annotations
@@ -32,27 +33,8 @@ from typing import Any, Mapping
 
 import attrs
 
-from ..entities import (
-    AliasChange,
-    ArtifactRef,
-    Lineage,
-    ModelVersion,
-    Page,
-    RegisteredModel,
-    utcnow,
-    decode_page_token,
-    encode_page_token,
-    validate_alias,
-    validate_model_name,
-    validate_page_size,
-    validate_tag_key,
-    validate_tags,
-    validate_description,
-    validate_tag_value,
-    validate_text,
-    validate_version,
-)
-from ..errors import InvalidInputError, NotFoundError
+from ..entities import AliasChange, ArtifactRef, Lineage, ModelVersion, RegisteredModel, utcnow
+from ..errors import NotFoundError
 from ..interfaces import ModelRegistry
 
 __all__ = ["InMemoryRegistry"]
@@ -77,13 +59,12 @@ class _Model:
     updated_at: Any = attrs.Factory(utcnow)
 
 
-def _version_number(version: Any) -> int:
-    return validate_version(version)
-
-
-
 class InMemoryRegistry(ModelRegistry):
-    """A simple, obviously correct registry in memory: the reference for conformance tests."""
+    """A simple, obviously correct registry in memory: the reference for conformance tests.
+
+    It implements only the primitives: :class:`~mlops_core.interfaces.ModelRegistry`
+    validates every argument and makes the page tokens.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -95,14 +76,12 @@ class InMemoryRegistry(ModelRegistry):
 
     # helpers ----------------------------------------------------------------
     def _model(self, model: str) -> _Model:
-        validate_model_name(model)
         try:
             return self._models[model]
         except KeyError:
             raise NotFoundError(f"no registered model named {model!r}", hint="check the name") from None
 
     def _version(self, model: str, version: int) -> _Version:
-        _version_number(version)
         entry = self._model(model)
         try:
             return entry.versions[version]
@@ -119,36 +98,23 @@ class InMemoryRegistry(ModelRegistry):
         )
 
     # versions ---------------------------------------------------------------
-    def create_version(self, model: str, artifact: ArtifactRef, *, description: str = "",
-                       tags: Mapping[str, str] | None = None, lineage: Lineage | None = None) -> ModelVersion:
-        validate_model_name(model)
-        if not isinstance(artifact, ArtifactRef):
-            raise InvalidInputError(f"artifact must be an ArtifactRef, not {artifact!r}")
-        validate_description(description)
-        tags = validate_tags(tags)
-        lineage = lineage if lineage is not None else Lineage()
-        if not isinstance(lineage, Lineage):
-            raise InvalidInputError(f"lineage must be a Lineage, not {lineage!r}")
-        if lineage.parent_version is not None:
-            _version_number(lineage.parent_version)
+    def _create_version(self, model: str, artifact: ArtifactRef, description: str, tags: Mapping[str, str],
+                        lineage: Lineage) -> ModelVersion:
         with self._lock:
             entry = self._models.setdefault(model, _Model())
             number = self._next_version.get(model, 1)
             self._next_version[model] = number + 1
-            entry.versions[number] = _Version(artifact, description, tags, lineage, utcnow())
+            entry.versions[number] = _Version(artifact, description, dict(tags), lineage, utcnow())
             entry.updated_at = utcnow()
             return self._entity(model, number)
 
-    def get_version(self, model: str, version: int) -> ModelVersion:
+    def _get_version(self, model: str, version: int) -> ModelVersion:
         with self._lock:
             self._version(model, version)
             return self._entity(model, version)
 
-    def search_versions(self, model: str | None = None, *, tags: Mapping[str, str] | None = None,
-                        page_size: int = 100, page_token: str | None = None) -> Page[ModelVersion]:
-        tags = validate_tags(tags)
-        validate_page_size(page_size)
-        after = decode_page_token(page_token, "versions") if page_token is not None else None
+    def _search_versions(self, model: str | None, tags: Mapping[str, str], limit: int,
+                         after: tuple[str, int] | None) -> list[ModelVersion]:
         with self._lock:
             if model is not None:
                 self._model(model)
@@ -161,11 +127,9 @@ class InMemoryRegistry(ModelRegistry):
             ]
             if after is not None:
                 keys = [(n, v) for n, v in keys if n > after[0] or (n == after[0] and v < after[1])]
-            page = keys[:page_size]
-            token = encode_page_token("versions", list(page[-1])) if len(keys) > page_size else None
-            return Page(items=[self._entity(n, v) for n, v in page], next_token=token)
+            return [self._entity(n, v) for n, v in keys[:limit]]
 
-    def delete_version(self, model: str, version: int) -> None:
+    def _delete_version(self, model: str, version: int) -> None:
         with self._lock:
             self._version(model, version)
             entry = self._models[model]
@@ -174,7 +138,7 @@ class InMemoryRegistry(ModelRegistry):
             entry.updated_at = utcnow()
 
     # models -----------------------------------------------------------------
-    def get_model(self, model: str) -> RegisteredModel:
+    def _get_model(self, model: str) -> RegisteredModel:
         with self._lock:
             entry = self._model(model)
             return RegisteredModel(
@@ -183,32 +147,24 @@ class InMemoryRegistry(ModelRegistry):
                 created_at=entry.created_at, updated_at=entry.updated_at,
             )
 
-    def search_models(self, *, name_contains: str | None = None, tags: Mapping[str, str] | None = None,
-                      page_size: int = 100, page_token: str | None = None) -> Page[RegisteredModel]:
-        if name_contains is not None:
-            validate_text(name_contains, "name_contains")
-        tags = validate_tags(tags)
-        validate_page_size(page_size)
-        after = decode_page_token(page_token, "models") if page_token is not None else None
+    def _search_models(self, name_contains: str | None, tags: Mapping[str, str], limit: int,
+                       after: str | None) -> list[RegisteredModel]:
         with self._lock:
             names = [
                 name for name in sorted(self._models)
                 if (not name_contains or name_contains in name)
                 and all(self._models[name].tags.get(k) == v for k, v in tags.items())
-                and (after is None or name > after[0])
+                and (after is None or name > after)
             ]
-            page = names[:page_size]
-            token = encode_page_token("models", [page[-1]]) if len(names) > page_size else None
-            return Page(items=[self.get_model(n) for n in page], next_token=token)
+            return [self._get_model(n) for n in names[:limit]]
 
-    def delete_model(self, model: str) -> None:
+    def _delete_model(self, model: str) -> None:
         with self._lock:
             self._model(model)
             del self._models[model]
 
     # aliases ----------------------------------------------------------------
-    def set_alias(self, model: str, alias: str, version: int) -> AliasChange:
-        validate_alias(alias)
+    def _set_alias(self, model: str, alias: str, version: int) -> AliasChange:
         with self._lock:
             self._version(model, version)
             entry = self._models[model]
@@ -217,8 +173,7 @@ class InMemoryRegistry(ModelRegistry):
             entry.updated_at = utcnow()
             return AliasChange(model=model, alias=alias, version=version, previous=previous)
 
-    def delete_alias(self, model: str, alias: str) -> AliasChange:
-        validate_alias(alias)
+    def _delete_alias(self, model: str, alias: str) -> AliasChange:
         with self._lock:
             entry = self._model(model)
             if alias not in entry.aliases:
@@ -227,8 +182,7 @@ class InMemoryRegistry(ModelRegistry):
             entry.updated_at = utcnow()
             return AliasChange(model=model, alias=alias, version=None, previous=previous)
 
-    def get_alias(self, model: str, alias: str) -> ModelVersion:
-        validate_alias(alias)
+    def _get_alias(self, model: str, alias: str) -> ModelVersion:
         with self._lock:
             entry = self._model(model)
             if alias not in entry.aliases:
@@ -236,12 +190,7 @@ class InMemoryRegistry(ModelRegistry):
             return self._entity(model, entry.aliases[alias])
 
     # tags and descriptions ----------------------------------------------------
-    def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
-        validate_tag_key(key)
-        if value is not None:
-            validate_tag_value(value, f"value of tag {key!r}")
-        if version is not None:
-            _version_number(version)
+    def _set_tag(self, model: str, key: str, value: str | None, version: int | None) -> None:
         with self._lock:
             entry = self._model(model)
             tags = entry.tags if version is None else self._version(model, version).tags
@@ -251,10 +200,7 @@ class InMemoryRegistry(ModelRegistry):
                 tags[key] = value
             entry.updated_at = utcnow()
 
-    def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
-        validate_description(description)
-        if version is not None:
-            _version_number(version)
+    def _set_description(self, model: str, description: str, version: int | None) -> None:
         with self._lock:
             entry = self._model(model)
             if version is None:

@@ -18,10 +18,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import attrs
 
-from mlops_core.entities import (AliasChange, ArtifactRef, Lineage, ModelVersion, Page, RegisteredModel,
-                                 decode_page_token, encode_page_token, validate_alias, validate_model_name,
-                                 validate_page_size, validate_tag_key, validate_tags, validate_text,
-                                 validate_version)
+from mlops_core.entities import AliasChange, ArtifactRef, Lineage, ModelVersion, RegisteredModel
 from mlops_core.errors import BackendUnavailableError, ConfigError, InvalidInputError, NotFoundError
 from mlops_core.interfaces import BackendContext, ModelRegistry
 
@@ -86,22 +83,11 @@ class PostgresRegistryConfig:
     connect_timeout: float = 10.0
 
 
-def _version_number(version: Any) -> int:
-    return validate_version(version)  # fits the integer columns
-
-
-def _text(value: Any, what: str) -> str:
-    validate_text(value, what)
+def _no_nul(value: str, what: str) -> str:
+    """PostgreSQL's own limit, on top of the core's checks: text cannot hold NUL."""
     if "\x00" in value:
         raise InvalidInputError(f"{what} contains a NUL character", hint="PostgreSQL text cannot hold NUL")
     return value
-
-
-def _tags(tags: Mapping[str, str] | None) -> dict[str, str]:
-    tags = validate_tags(tags)
-    for key, value in tags.items():
-        _text(value, f"tag value of {key!r}")
-    return tags
 
 
 class PostgresRegistry(ModelRegistry):
@@ -244,18 +230,11 @@ class PostgresRegistry(ModelRegistry):
                 for n in names]
 
     # versions ---------------------------------------------------------------
-    def create_version(self, model: str, artifact: ArtifactRef, *, description: str = "",
-                       tags: Mapping[str, str] | None = None, lineage: Lineage | None = None) -> ModelVersion:
-        validate_model_name(model)
-        if not isinstance(artifact, ArtifactRef):
-            raise InvalidInputError(f"artifact must be an ArtifactRef, not {artifact!r}")
-        _text(description, "description")
-        tags = _tags(tags)
-        lineage = lineage if lineage is not None else Lineage()
-        if not isinstance(lineage, Lineage):
-            raise InvalidInputError(f"lineage must be a Lineage, not {lineage!r}")
-        if lineage.parent_version is not None:
-            _version_number(lineage.parent_version)
+    def _create_version(self, model: str, artifact: ArtifactRef, description: str, tags: Mapping[str, str],
+                        lineage: Lineage) -> ModelVersion:
+        _no_nul(description, "description")
+        for key, value in tags.items():
+            _no_nul(value, f"tag value of {key!r}")
 
         def body(cur: Any) -> ModelVersion:
             cur.execute("INSERT INTO mlops_version_counters (model, next_version) VALUES (%s, 1) "
@@ -278,20 +257,12 @@ class PostgresRegistry(ModelRegistry):
 
         return self._tx(body)
 
-    def get_version(self, model: str, version: int) -> ModelVersion:
-        validate_model_name(model)
-        _version_number(version)
+    def _get_version(self, model: str, version: int) -> ModelVersion:
         return self._tx(lambda cur: self._version(cur, model, version))
 
-    def search_versions(self, model: str | None = None, *, tags: Mapping[str, str] | None = None,
-                        page_size: int = 100, page_token: str | None = None) -> Page[ModelVersion]:
-        if model is not None:
-            validate_model_name(model)
-        tags = _tags(tags)
-        validate_page_size(page_size)
-        after = decode_page_token(page_token, "versions") if page_token is not None else None
-
-        def body(cur: Any) -> Page[ModelVersion]:
+    def _search_versions(self, model: str | None, tags: Mapping[str, str], limit: int,
+                         after: tuple[str, int] | None) -> list[ModelVersion]:
+        def body(cur: Any) -> list[ModelVersion]:
             if model is not None:
                 self._require_model(cur, model)
             where, params = [], []
@@ -308,18 +279,12 @@ class PostgresRegistry(ModelRegistry):
             columns = ", ".join(f"v.{c.strip()}" for c in self._VERSION_COLUMNS.split(","))
             sql = (f"SELECT {columns} FROM mlops_versions v" + (" WHERE " + " AND ".join(where) if where else "")
                    + " ORDER BY v.model, v.version DESC LIMIT %s")
-            cur.execute(sql, [*params, page_size + 1])
-            rows = cur.fetchall()
-            page = rows[:page_size]
-            token = encode_page_token("versions", [page[-1][0], page[-1][1]]) if len(rows) > page_size else None
-            return Page(items=self._versions(cur, page), next_token=token)
+            cur.execute(sql, [*params, limit])
+            return self._versions(cur, cur.fetchall())
 
         return self._tx(body)
 
-    def delete_version(self, model: str, version: int) -> None:
-        validate_model_name(model)
-        _version_number(version)
-
+    def _delete_version(self, model: str, version: int) -> None:
         def body(cur: Any) -> None:
             self._require_version(cur, model, version)
             cur.execute("DELETE FROM mlops_versions WHERE model = %s AND version = %s", (model, version))
@@ -328,24 +293,19 @@ class PostgresRegistry(ModelRegistry):
         self._tx(body)
 
     # models -----------------------------------------------------------------
-    def get_model(self, model: str) -> RegisteredModel:
-        validate_model_name(model)
-
+    def _get_model(self, model: str) -> RegisteredModel:
         def body(cur: Any) -> RegisteredModel:
             self._require_model(cur, model)
             return self._models(cur, [model])[0]
 
         return self._tx(body)
 
-    def search_models(self, *, name_contains: str | None = None, tags: Mapping[str, str] | None = None,
-                      page_size: int = 100, page_token: str | None = None) -> Page[RegisteredModel]:
-        if name_contains is not None:
-            _text(name_contains, "name_contains")
-        tags = _tags(tags)
-        validate_page_size(page_size)
-        after = decode_page_token(page_token, "models") if page_token is not None else None
+    def _search_models(self, name_contains: str | None, tags: Mapping[str, str], limit: int,
+                       after: str | None) -> list[RegisteredModel]:
+        if name_contains:
+            _no_nul(name_contains, "name_contains")
 
-        def body(cur: Any) -> Page[RegisteredModel]:
+        def body(cur: Any) -> list[RegisteredModel]:
             where, params = [], []
             if name_contains:
                 where.append("strpos(m.name, %s) > 0")  # a plain substring: no LIKE wildcards to escape
@@ -356,19 +316,14 @@ class PostgresRegistry(ModelRegistry):
                 params += [k, val]
             if after is not None:
                 where.append("m.name > %s")
-                params.append(after[0])
+                params.append(after)
             cur.execute("SELECT m.name FROM mlops_models m" + (" WHERE " + " AND ".join(where) if where else "")
-                        + " ORDER BY m.name LIMIT %s", [*params, page_size + 1])
-            names = [r[0] for r in cur.fetchall()]
-            page = names[:page_size]
-            token = encode_page_token("models", [page[-1]]) if len(names) > page_size else None
-            return Page(items=self._models(cur, page), next_token=token)
+                        + " ORDER BY m.name LIMIT %s", [*params, limit])
+            return self._models(cur, [r[0] for r in cur.fetchall()])
 
         return self._tx(body)
 
-    def delete_model(self, model: str) -> None:
-        validate_model_name(model)
-
+    def _delete_model(self, model: str) -> None:
         def body(cur: Any) -> None:
             self._require_model(cur, model, lock=True)
             cur.execute("DELETE FROM mlops_models WHERE name = %s", (model,))  # versions, tags, aliases cascade
@@ -376,11 +331,7 @@ class PostgresRegistry(ModelRegistry):
         self._tx(body)
 
     # aliases ----------------------------------------------------------------
-    def set_alias(self, model: str, alias: str, version: int) -> AliasChange:
-        validate_model_name(model)
-        validate_alias(alias)
-        _version_number(version)
-
+    def _set_alias(self, model: str, alias: str, version: int) -> AliasChange:
         def body(cur: Any) -> AliasChange:
             self._require_version(cur, model, version)
             cur.execute("SELECT version FROM mlops_aliases WHERE model = %s AND alias = %s FOR UPDATE", (model, alias))
@@ -392,10 +343,7 @@ class PostgresRegistry(ModelRegistry):
 
         return self._tx(body)
 
-    def delete_alias(self, model: str, alias: str) -> AliasChange:
-        validate_model_name(model)
-        validate_alias(alias)
-
+    def _delete_alias(self, model: str, alias: str) -> AliasChange:
         def body(cur: Any) -> AliasChange:
             self._require_model(cur, model)
             cur.execute("DELETE FROM mlops_aliases WHERE model = %s AND alias = %s RETURNING version", (model, alias))
@@ -407,10 +355,7 @@ class PostgresRegistry(ModelRegistry):
 
         return self._tx(body)
 
-    def get_alias(self, model: str, alias: str) -> ModelVersion:
-        validate_model_name(model)
-        validate_alias(alias)
-
+    def _get_alias(self, model: str, alias: str) -> ModelVersion:
         def body(cur: Any) -> ModelVersion:
             self._require_model(cur, model)
             cur.execute("SELECT version FROM mlops_aliases WHERE model = %s AND alias = %s", (model, alias))
@@ -422,13 +367,9 @@ class PostgresRegistry(ModelRegistry):
         return self._tx(body)
 
     # tags and descriptions ----------------------------------------------------
-    def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
-        validate_model_name(model)
-        validate_tag_key(key)
+    def _set_tag(self, model: str, key: str, value: str | None, version: int | None) -> None:
         if value is not None:
-            _text(value, f"value of tag {key!r}")
-        if version is not None:
-            _version_number(version)
+            _no_nul(value, f"value of tag {key!r}")
 
         def body(cur: Any) -> None:
             if version is None:
@@ -451,11 +392,8 @@ class PostgresRegistry(ModelRegistry):
 
         self._tx(body)
 
-    def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
-        validate_model_name(model)
-        _text(description, "description")
-        if version is not None:
-            _version_number(version)
+    def _set_description(self, model: str, description: str, version: int | None) -> None:
+        _no_nul(description, "description")
 
         def body(cur: Any) -> None:
             if version is None:

@@ -21,13 +21,15 @@ from typing import Any, Callable, ClassVar
 
 import pytest
 
-from ...entities import (AliasChange, ArtifactRef, Deployment, ImageRef, Lineage, ModelVersion, PredictionBatch,
+import attrs
+
+from ...entities import (Alert, AliasChange, ArtifactRef, Deployment, ImageRef, Lineage, ModelVersion, PredictionBatch,
                          PredictionEvent)
 from ...interfaces import Monitor
 from ...plugins import Hooks, PluginManager
 from ._base import ConformanceSuite
 
-__all__ = ["MonitorSuite", "sample_events", "parse_prometheus"]
+__all__ = ["MonitorSuite", "KitDriftReport", "sample_events", "parse_prometheus"]
 
 _PROVIDERS = {"mlops_register_backends", "mlops_add_cli_commands", "mlops_collect_metrics"}
 _SAMPLE = re.compile(
@@ -51,6 +53,19 @@ def parse_prometheus(text: str) -> dict[str, float]:
         value = match["value"].replace("+Inf", "inf").replace("-Inf", "-inf")
         samples[match["series"]] = float(value)
     return samples
+
+
+@attrs.frozen
+class KitDriftReport:
+    """The smallest :class:`~mlops_core.entities.DriftReport`: what every drift listener may rely on."""
+
+    model: str
+    version: int | None
+    drifted: tuple[str, ...] = ("input-0",)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version, "drifted": list(self.drifted),
+                "features": {"input-0": 0.42}}
 
 
 def sample_events(model: str = "kit-model") -> dict[str, dict[str, Any]]:
@@ -82,9 +97,9 @@ def sample_events(model: str = "kit-model") -> dict[str, dict[str, Any]]:
         "mlops_deployment_changed": {"deployment": deployment, "action": "updated"},
         "mlops_predictions_served": {"event": served},
         "mlops_predictions_batch": {"batch": PredictionBatch.from_events([served, failed])},
-        "mlops_drift_detected": {"report": {"model": model, "version": 3, "features": {"input-0": 0.42}}},
-        "mlops_alert": {"alert": {"severity": "warning", "title": "kit alert", "model": model, "version": 3,
-                                  "details": {}}},
+        "mlops_drift_detected": {"report": KitDriftReport(model, 3)},
+        "mlops_alert": {"alert": Alert(severity="warning", title="kit alert", model=model, version=3,
+                                       details={"window_rows": 100})},
     }
 
 

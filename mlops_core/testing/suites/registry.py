@@ -324,6 +324,44 @@ class RegistrySuite(ConformanceSuite):
         with pytest.raises(InvalidInputError):
             backend.search_models(page_token="not-a-token")
 
+    def test_page_token_is_bound_to_its_filters(self, backend: ModelRegistry, ns: str) -> None:
+        """A token reused under other filters is refused, never silently resumed in another listing."""
+        self.require("validates_input")
+        for n in (f"{ns}-a", f"{ns}-b"):
+            for i in range(3):
+                backend.create_version(n, artifact(i), tags={"kit": ns})
+        versions = backend.search_versions(f"{ns}-a", page_size=1)
+        assert versions.next_token, "three versions with page_size=1 make more than one page"
+        for other in ({"model": f"{ns}-b"}, {"model": f"{ns}-a", "tags": {"kit": "other"}},
+                      {"model": None, "tags": {"kit": ns}}):
+            with pytest.raises(InvalidInputError):
+                backend.search_versions(other.get("model"), tags=other.get("tags"), page_size=1,
+                                        page_token=versions.next_token)
+        models = backend.search_models(name_contains=ns, page_size=1)
+        assert models.next_token
+        with pytest.raises(InvalidInputError):
+            backend.search_models(name_contains=f"{ns}-b", page_size=1, page_token=models.next_token)
+        with pytest.raises(InvalidInputError):
+            backend.search_models(name_contains=ns, tags={"kit": ns}, page_size=1, page_token=models.next_token)
+        with pytest.raises(InvalidInputError):  # a versions token is no models token
+            backend.search_models(name_contains=ns, page_size=1, page_token=versions.next_token)
+        # The same filters (and another page size) resume where the page ended.
+        rest = backend.search_versions(f"{ns}-a", page_size=5, page_token=versions.next_token)
+        assert [v.version for v in rest.items] == [2, 1]
+
+    def test_page_size_rule(self, backend: ModelRegistry, ns: str) -> None:
+        """One rule everywhere: 1..MAX_PAGE_SIZE (mlops_core.entities)."""
+        self.require("validates_input")
+        from ...entities import MAX_PAGE_SIZE
+
+        backend.create_version(f"{ns}-m", artifact(1))
+        for bad in (0, -1, MAX_PAGE_SIZE + 1, True, 1.5):
+            with pytest.raises(InvalidInputError):
+                backend.search_versions(f"{ns}-m", page_size=bad)
+            with pytest.raises(InvalidInputError):
+                backend.search_models(page_size=bad)
+        assert len(backend.search_versions(f"{ns}-m", page_size=MAX_PAGE_SIZE).items) == 1
+
     # deletion -------------------------------------------------------------------
     def test_delete_model(self, backend: ModelRegistry, ns: str) -> None:
         m = f"{ns}-m"

@@ -39,17 +39,21 @@ class MonitorBase(Monitor):
 
     # storage ----------------------------------------------------------------
     def bind_storage(self, storage: ArtifactStore) -> None:
-        """Use ``storage`` for profiles, logs and reports (default: the process-wide stack's storage)."""
+        """Use ``storage`` for profiles, logs and reports (default: the storage of the stack that built it)."""
         self._storage = storage
 
     @property
     def storage(self) -> ArtifactStore:
+        """The storage bound with ``bind_storage``, else the building stack's; never a global stack."""
         if self._storage is None:
             stack = getattr(self.context, "stack", None)
-            if stack is None:  # built outside a stack (tests, tools): the process-wide one
-                from mlops_core.api import get_stack
+            if stack is None:
+                from mlops_core.errors import ConfigError
 
-                stack = get_stack()
+                raise ConfigError(
+                    f"monitor {self.monitor_name!r} has no storage: it was built outside a stack",
+                    hint="build it with a Stack (stack.start_monitors()), or call bind_storage(store) first",
+                )
             self._storage = stack.storage
         return self._storage
 

@@ -34,11 +34,10 @@ def mlops_register_backends(backends: Any) -> None:
 
 
 @hookimpl
-def mlops_add_cli_commands(subparsers: Any) -> None:
-    monitor = subparsers.add_parser("monitor", help="drift profiles, reports and status (mlops-monitors)")
-    sub = monitor.add_subparsers(dest="monitor_command", metavar="ACTION", required=True)
+def mlops_add_cli_commands(commands: Any) -> None:
+    sub = commands.group("monitor", help="drift profiles, reports and status (mlops-monitors)", metavar="ACTION")
 
-    p = sub.add_parser("profile", help="capture a version's reference profile from training data")
+    p = sub.add("profile", handler=_CLI + "profile_command", help="capture a version's reference profile from training data")
     p.add_argument("model_uri", help="models:/NAME/VERSION (or @alias, or latest)")
     p.add_argument("--data", required=True, help="training data: .csv (header row), .npy or .npz")
     p.add_argument("--layout", default="auto", choices=("auto", "matrix", "columns"),
@@ -48,9 +47,8 @@ def mlops_add_cli_commands(subparsers: Any) -> None:
     p.add_argument("--categorical", action="append", default=[], help="treat this feature as categorical")
     p.add_argument("--out", help="also write the profile JSON to this file")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(handler=_CLI + "profile_command")
 
-    r = sub.add_parser("report", help="write a self-contained HTML drift report")
+    r = sub.add("report", handler=_CLI + "report_command", help="write a self-contained HTML drift report")
     r.add_argument("model_uri")
     r.add_argument("--data", help="current data file (.csv, .npy, .npz); default: the logged predictions")
     r.add_argument("--layout", default="auto", choices=("auto", "matrix", "columns"))
@@ -59,17 +57,14 @@ def mlops_add_cli_commands(subparsers: Any) -> None:
     r.add_argument("--until", help="last day of logged predictions (YYYY-MM-DD)")
     r.add_argument("--live", action="store_true", help="use the drift monitor's last stored window instead of logs")
     r.add_argument("-o", "--out", default="drift-report.html", help="output file (default drift-report.html)")
-    r.set_defaults(handler=_CLI + "report_command")
 
-    s = sub.add_parser("status", help="summary table of profiles and the latest drift scores")
+    s = sub.add("status", handler=_CLI + "status_command", help="summary table of profiles and the latest drift scores")
     s.add_argument("model", nargs="?", help="only this model")
     s.add_argument("--json", action="store_true", help="print JSON")
-    s.set_defaults(handler=_CLI + "status_command")
 
-    y = sub.add_parser("replay", help="replay logged predictions into drift analysis")
+    y = sub.add("replay", handler=_CLI + "replay_command", help="replay logged predictions into drift analysis")
     y.add_argument("model_uri")
     y.add_argument("--since", help="first day (YYYY-MM-DD)")
     y.add_argument("--until", help="last day (YYYY-MM-DD)")
     y.add_argument("--html", help="also write the HTML report here")
     y.add_argument("--json", action="store_true", help="print JSON")
-    y.set_defaults(handler=_CLI + "replay_command")

@@ -20,7 +20,7 @@ def test_reference_profile_captured_from_the_registered_example(tmp_path, monkey
     monkeypatch.setenv("MLOPS_MONITORS", "drift")
     stack = Stack(load_config())
     with api.use_stack(stack):
-        (drift,) = stack.monitors
+        (drift,) = stack.start_monitors()
         rng = np.random.default_rng(0)
         version = mlops_core.register("ident", Identity(), example=rng.normal(size=(400, 3)))
         assert drift.flush(30)

@@ -37,16 +37,17 @@ def test_stack_builds_configured_monitors_and_refuses_unknown_settings(tmp_path)
                           '[[monitors]]\nbackend = "webhook"\nurl = "http://127.0.0.1:9/hook"\n')
     stack = Stack(load_config(stack_file, env={}), PluginManager())
     try:
-        kinds = [type(m).__name__ for m in stack.monitors]
+        kinds = [type(m).__name__ for m in stack.start_monitors()]
         assert kinds == ["PrometheusMonitor", "DriftMonitor", "LogMonitor", "WebhookAlerter"]
         assert stack.monitors[1].config.numeric_method == "ks"
-        assert stack.plugins.pm.has_plugin("monitor:drift:1")
+        assert stack.events.has_listeners("mlops_predictions_served")
+        assert not stack.plugins.pm.has_plugin("monitor:drift:1")  # the stack's, not the shared manager's
     finally:
         stack.close()
     stack_file.write_text('[[monitors]]\nbackend = "drift"\npsi_treshold = 0.25\n')
     stack = Stack(load_config(stack_file, env={}), PluginManager())
     with pytest.raises(ConfigError, match="psi_treshold") as info:
-        stack.monitors
+        stack.start_monitors()
     assert "psi_threshold" in info.value.hint
 
 

@@ -267,8 +267,8 @@ class ContainerDeployer(Deployer):
             previous_version=int(prev) if prev else None,
             created_at=_parse_time(labels.get(f"{L}created-at")), updated_at=_parse_time(labels.get(f"{L}updated-at")),
             details={"container": container.name, "container_id": container.id[:12], "image": labels.get(f"{L}image", ""),
-                     "generation": int(labels.get(f"{L}generation", "0")), "container_url": direct,
-                     "options": json.loads(labels.get(f"{L}options", "{}"))},
+                     "generation": int(labels.get(f"{L}generation", "0")), "container_url": direct},
+            options=json.loads(labels.get(f"{L}options", "{}")),
         )
 
     @staticmethod

@@ -24,6 +24,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 
+from mlops_core.bundle import canonical_json  # re-exported: the OCI documents use the bundle's byte rule
 from mlops_core.errors import IntegrityError, InvalidInputError
 
 __all__ = [
@@ -48,11 +49,6 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 _CHUNK = 1 << 20
-
-
-def canonical_json(data: Any) -> bytes:
-    """Sorted keys, no whitespace, UTF-8: equal documents have equal digests."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def source_date_epoch() -> int:

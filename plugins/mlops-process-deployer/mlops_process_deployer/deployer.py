@@ -397,7 +397,7 @@ class ProcessDeployer(Deployer):
         log_path = self.root / state.name / current.log
         details: dict[str, Any] = {
             "pid": current.pid, "port": state.port, "log": str(log_path), "bundle_path": current.bundle_path,
-            "options": dict(state.options), "started_at": current.started_at,
+            "started_at": current.started_at,
         }
         if state.pending:
             details["updating_to"] = state.pending.version
@@ -420,4 +420,5 @@ class ProcessDeployer(Deployer):
         return Deployment(
             name=state.name, model=current.model, version=current.version, backend=self.backend_name,
             state=observed, url=state.url, previous_version=state.previous_version,
-            created_at=_parse_time(state.created_at), updated_at=_parse_time(state.updated_at), details=details)
+            created_at=_parse_time(state.created_at), updated_at=_parse_time(state.updated_at), details=details,
+            options=state.options)

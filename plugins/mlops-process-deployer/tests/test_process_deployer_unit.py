@@ -216,11 +216,29 @@ def test_process_identity_survives_only_with_the_same_start_time() -> None:
     assert not alive and "has exited" in why
 
 
+def _proc_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
 def test_a_zombie_child_reads_as_gone() -> None:
-    child = subprocess.Popen(["true"])
-    ident = _proc.identify(child.pid)
-    time.sleep(0.3)  # exited, not yet waited for: a zombie
-    assert ident is None or not _proc.is_running(ident)[0]
+    # Identify the child while it surely runs (it waits for stdin), then let it exit without
+    # waiting for it: a zombie. Before, the child could be gone before identify() and the
+    # test passed on ``ident is None`` without checking anything.
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        ident = _proc.identify(child.pid)
+        assert ident is not None and _proc.is_running(ident)[0]
+        child.stdin.close()
+        deadline = time.monotonic() + 30
+        while _proc_state(child.pid) != "Z":  # never child.poll(): that would reap the zombie
+            assert time.monotonic() < deadline, "the child did not exit"
+            time.sleep(0.01)
+        alive, why = _proc.is_running(ident)
+        assert not alive, why
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_listening_sockets_of_a_process_group_are_found() -> None:

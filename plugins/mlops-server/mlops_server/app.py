@@ -217,8 +217,11 @@ class _EventDispatcher:
 class ModelServerApp:
     """ASGI app serving a set of :class:`ServedModel`."""
 
-    def __init__(self, config: ServerConfig, models: list[ServedModel] | None = None, *, preloaded: bool = False) -> None:
+    def __init__(self, config: ServerConfig, models: list[ServedModel] | None = None, *, preloaded: bool = False,
+                 events: Any = None) -> None:
         self.config = config
+        #: The stack's event dispatcher (its monitors and the installed plugins); None: the installed plugins'.
+        self._events = events
         if models is None:
             models = [ServedModel(b.path, name=b.name, version=b.version, threads=config.threads,
                                   executor=config.executor) for b in config.bundles]
@@ -282,7 +285,7 @@ class ModelServerApp:
         try:
             from mlops_core.plugins import get_plugin_manager
 
-            self._hooks = get_plugin_manager().hooks
+            self._hooks = self._events if self._events is not None else get_plugin_manager().hooks
         except Exception:  # pragma: no cover - the core is a hard dependency
             log.exception("plugin manager unavailable; prediction events are off")
         self._check_listeners()

@@ -206,12 +206,11 @@ def _start_monitors() -> tuple[Any, int | None]:
     if not configured:
         return stack, None
     try:
-        monitors = stack.monitors
+        monitors = stack.start_monitors()
     except Exception as exc:
-        # Stack.monitors builds them in order and registers each as "monitor:<backend>:<i>".
-        registered = {name for name, _ in stack.plugins.pm.list_name_plugin()}
+        # start_monitors is all or nothing and names the monitor: "monitor #2 ('drift') ...".
         failed = next((f"{mc.backend!r} (monitor {i + 1} of {len(configured)})" for i, mc in enumerate(configured)
-                       if f"monitor:{mc.backend}:{i}" not in registered),
+                       if f"#{i + 1} ({mc.backend!r})" in str(exc)),
                       ", ".join(repr(mc.backend) for mc in configured))
         hint = getattr(exc, "hint", None)
         log.error("the stack monitor %s configured in %s cannot be started: %s%s", failed, stack.config.source,
@@ -252,17 +251,17 @@ def serve_one(config: ServerConfig) -> int:
     try:
         if status is not None:
             return status
-        return _serve_one(config, stop)
+        return _serve_one(config, stop, stack.events if stack is not None else None)
     finally:
         _close_stack(stack)
 
 
-def _serve_one(config: ServerConfig, stop: dict[str, Any]) -> int:
+def _serve_one(config: ServerConfig, stop: dict[str, Any], events: Any = None) -> int:
     from .app import ModelServerApp
     from .handover import bind_listener
 
     try:
-        app = ModelServerApp(config, preloaded=config.reuse_port)
+        app = ModelServerApp(config, preloaded=config.reuse_port, events=events)
     except ValueError as exc:
         log.error("%s", exc)
         return 2

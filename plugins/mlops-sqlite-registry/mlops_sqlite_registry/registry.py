@@ -21,12 +21,8 @@ the last transactions may be lost on power failure, never corrupted.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as _dt
 import difflib
-import hashlib
-import json
 import os
 import random
 import sqlite3
@@ -37,24 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import attrs
 
-from mlops_core.entities import (
-    AliasChange,
-    ArtifactRef,
-    Lineage,
-    ModelVersion,
-    Page,
-    RegisteredModel,
-    utcnow,
-    validate_alias,
-    validate_model_name,
-    validate_page_size,
-    validate_tag_key,
-    validate_tags,
-    validate_description,
-    validate_tag_value,
-    validate_text,
-    validate_version,
-)
+from mlops_core.entities import AliasChange, ArtifactRef, Lineage, ModelVersion, RegisteredModel, utcnow
 from mlops_core.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from mlops_core.interfaces import BackendContext, ModelRegistry
 
@@ -94,63 +73,6 @@ def _ts(value: _dt.datetime) -> str:
 
 def _parse_ts(value: str) -> _dt.datetime:
     return _dt.datetime.fromisoformat(value)
-
-
-def _check_version(version: Any) -> int:
-    return validate_version(version)  # 1..MAX_VERSION: a huge number is an input error, not an OverflowError
-
-
-def _check_lineage(lineage: Lineage | None) -> Lineage:
-    if lineage is None:
-        return Lineage()
-    if not isinstance(lineage, Lineage):
-        raise InvalidInputError(f"lineage must be a mlops_core.entities.Lineage, not {type(lineage).__name__}")
-    for name in ("source_run", "dataset_uri"):
-        value = getattr(lineage, name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidInputError(f"lineage.{name} must be a string or None, not {type(value).__name__}")
-    if lineage.parent_version is not None:
-        _check_version(lineage.parent_version)
-    return lineage
-
-
-def _check_artifact(artifact: Any) -> ArtifactRef:
-    if not isinstance(artifact, ArtifactRef) or not isinstance(artifact.uri, str) or not isinstance(
-        artifact.digest, str
-    ):
-        raise InvalidInputError(
-            f"artifact must be a mlops_core.entities.ArtifactRef with string uri and digest, not {artifact!r}",
-            hint="store the bundle first; the artifact store returns the ArtifactRef to register",
-        )
-    return artifact
-
-
-def _query_key(kind: str, filters: Sequence[Any]) -> str:
-    raw = json.dumps([kind, *filters], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-def _encode_token(kind: str, query: str, after: list[Any]) -> str:
-    raw = json.dumps([1, kind, query, after], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-_TOKEN_HINT = "pass back the next_token of the previous page unchanged, with the same filters, or omit page_token to start over"
-
-
-def _decode_token(token: Any, kind: str, query: str) -> list[Any]:
-    if not isinstance(token, str):
-        raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT)
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        fmt, token_kind, token_query, after = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
-        raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT) from None
-    if fmt != 1 or token_kind != kind or not isinstance(after, list):
-        raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT)
-    if token_query != query:
-        raise InvalidInputError("page token belongs to a search with other filters", hint=_TOKEN_HINT)
-    return after
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -471,21 +393,8 @@ class SqliteRegistry(ModelRegistry):
         return self._load_versions(conn, [row])[0]
 
     # ------------------------------------------------------------ versions
-    def create_version(
-        self,
-        model: str,
-        artifact: ArtifactRef,
-        *,
-        description: str = "",
-        tags: Mapping[str, str] | None = None,
-        lineage: Lineage | None = None,
-    ) -> ModelVersion:
-        validate_model_name(model)
-        artifact = _check_artifact(artifact)
-        description = validate_description(description)
-        tags = validate_tags(tags)
-        lineage = _check_lineage(lineage)
-
+    def _create_version(self, model: str, artifact: ArtifactRef, description: str, tags: Mapping[str, str],
+                        lineage: Lineage) -> ModelVersion:
         def body(conn: sqlite3.Connection) -> ModelVersion:
             now = utcnow()
             stamp = _ts(now)
@@ -520,36 +429,18 @@ class SqliteRegistry(ModelRegistry):
 
         return self._write(body)
 
-    def get_version(self, model: str, version: int) -> ModelVersion:
-        validate_model_name(model)
-        _check_version(version)
+    def _get_version(self, model: str, version: int) -> ModelVersion:
         return self._read(lambda conn: self._version(conn, model, version))
 
-    def search_versions(
-        self,
-        model: str | None = None,
-        *,
-        tags: Mapping[str, str] | None = None,
-        page_size: int = 100,
-        page_token: str | None = None,
-    ) -> Page[ModelVersion]:
+    def _search_versions(self, model: str | None, tags: Mapping[str, str], limit: int,
+                         after: tuple[str, int] | None) -> list[ModelVersion]:
         """Versions ordered by model name, then version descending; ``tags`` must all match.
 
         Naming a ``model`` that does not exist raises NotFoundError (an empty page would
         hide a typo); an existing model without versions gives an empty page.
         """
-        if model is not None:
-            validate_model_name(model)
-        tags = validate_tags(tags)
-        validate_page_size(page_size)
-        query = _query_key("versions", [model, tags])
-        after = _decode_token(page_token, "versions", query) if page_token is not None else None
-        if after is not None and not (
-            len(after) == 2 and isinstance(after[0], str) and isinstance(after[1], int)
-        ):
-            raise InvalidInputError(f"invalid page token {page_token!r}", hint=_TOKEN_HINT)
 
-        def body(conn: sqlite3.Connection) -> Page[ModelVersion]:
+        def body(conn: sqlite3.Connection) -> list[ModelVersion]:
             where, params = [], []  # type: list[str], list[Any]
             if model is not None:
                 self._model_row(conn, model)
@@ -568,18 +459,11 @@ class SqliteRegistry(ModelRegistry):
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY v.model, v.version DESC LIMIT ?"
-            rows = conn.execute(sql, [*params, page_size + 1]).fetchall()
-            more = len(rows) > page_size
-            rows = rows[:page_size]
-            token = _encode_token("versions", query, [rows[-1][0], rows[-1][1]]) if more else None
-            return Page(items=self._load_versions(conn, rows), next_token=token)
+            return self._load_versions(conn, conn.execute(sql, [*params, limit]).fetchall())
 
         return self._read(body)
 
-    def delete_version(self, model: str, version: int) -> None:
-        validate_model_name(model)
-        _check_version(version)
-
+    def _delete_version(self, model: str, version: int) -> None:
         def body(conn: sqlite3.Connection) -> None:
             self._require_version(conn, model, version)
             conn.execute("DELETE FROM aliases WHERE model = ? AND version = ?", (model, version))
@@ -590,29 +474,14 @@ class SqliteRegistry(ModelRegistry):
         self._write(body)
 
     # -------------------------------------------------------------- models
-    def get_model(self, model: str) -> RegisteredModel:
-        validate_model_name(model)
+    def _get_model(self, model: str) -> RegisteredModel:
         return self._read(lambda conn: self._load_models(conn, [self._model_row(conn, model)])[0])
 
-    def search_models(
-        self,
-        *,
-        name_contains: str | None = None,
-        tags: Mapping[str, str] | None = None,
-        page_size: int = 100,
-        page_token: str | None = None,
-    ) -> Page[RegisteredModel]:
+    def _search_models(self, name_contains: str | None, tags: Mapping[str, str], limit: int,
+                       after: str | None) -> list[RegisteredModel]:
         """Models ordered by name. ``name_contains`` is a case-sensitive substring; ``tags`` must all match."""
-        if name_contains is not None:
-            validate_text(name_contains, "name_contains")
-        tags = validate_tags(tags)
-        validate_page_size(page_size)
-        query = _query_key("models", [name_contains, tags])
-        after = _decode_token(page_token, "models", query) if page_token is not None else None
-        if after is not None and not (len(after) == 1 and isinstance(after[0], str)):
-            raise InvalidInputError(f"invalid page token {page_token!r}", hint=_TOKEN_HINT)
 
-        def body(conn: sqlite3.Connection) -> Page[RegisteredModel]:
+        def body(conn: sqlite3.Connection) -> list[RegisteredModel]:
             where, params = [], []  # type: list[str], list[Any]
             if name_contains:
                 where.append("instr(m.name, ?) > 0")
@@ -622,22 +491,17 @@ class SqliteRegistry(ModelRegistry):
                 params += [key, value]
             if after is not None:
                 where.append("m.name > ?")
-                params.append(after[0])
+                params.append(after)
             sql = "SELECT m.name, m.description, m.created_at, m.updated_at FROM models m"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY m.name LIMIT ?"
-            rows = conn.execute(sql, [*params, page_size + 1]).fetchall()
-            more = len(rows) > page_size
-            rows = rows[:page_size]
-            token = _encode_token("models", query, [rows[-1][0]]) if more else None
-            return Page(items=self._load_models(conn, rows), next_token=token)
+            return self._load_models(conn, conn.execute(sql, [*params, limit]).fetchall())
 
         return self._read(body)
 
-    def delete_model(self, model: str) -> None:
+    def _delete_model(self, model: str) -> None:
         """Delete the model with its versions, tags and aliases. Its version numbers stay used."""
-        validate_model_name(model)
 
         def body(conn: sqlite3.Connection) -> None:
             self._model_row(conn, model)
@@ -650,11 +514,7 @@ class SqliteRegistry(ModelRegistry):
         self._write(body)
 
     # ------------------------------------------------------------- aliases
-    def set_alias(self, model: str, alias: str, version: int) -> AliasChange:
-        validate_model_name(model)
-        validate_alias(alias)
-        _check_version(version)
-
+    def _set_alias(self, model: str, alias: str, version: int) -> AliasChange:
         def body(conn: sqlite3.Connection) -> AliasChange:
             self._require_version(conn, model, version)
             row = conn.execute("SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)).fetchone()
@@ -668,10 +528,7 @@ class SqliteRegistry(ModelRegistry):
 
         return self._write(body)
 
-    def delete_alias(self, model: str, alias: str) -> AliasChange:
-        validate_model_name(model)
-        validate_alias(alias)
-
+    def _delete_alias(self, model: str, alias: str) -> AliasChange:
         def body(conn: sqlite3.Connection) -> AliasChange:
             self._model_row(conn, model)
             row = conn.execute("SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)).fetchone()
@@ -683,10 +540,7 @@ class SqliteRegistry(ModelRegistry):
 
         return self._write(body)
 
-    def get_alias(self, model: str, alias: str) -> ModelVersion:
-        validate_model_name(model)
-        validate_alias(alias)
-
+    def _get_alias(self, model: str, alias: str) -> ModelVersion:
         def body(conn: sqlite3.Connection) -> ModelVersion:
             self._model_row(conn, model)
             row = conn.execute("SELECT version FROM aliases WHERE model = ? AND alias = ?", (model, alias)).fetchone()
@@ -697,14 +551,7 @@ class SqliteRegistry(ModelRegistry):
         return self._read(body)
 
     # ------------------------------------------------- tags and descriptions
-    def set_tag(self, model: str, key: str, value: str | None, *, version: int | None = None) -> None:
-        validate_model_name(model)
-        validate_tag_key(key)
-        if value is not None:
-            validate_tag_value(value, f"value of tag {key!r}")
-        if version is not None:
-            _check_version(version)
-
+    def _set_tag(self, model: str, key: str, value: str | None, version: int | None) -> None:
         def body(conn: sqlite3.Connection) -> None:
             if version is None:
                 self._model_row(conn, model)
@@ -732,12 +579,7 @@ class SqliteRegistry(ModelRegistry):
 
         self._write(body)
 
-    def set_description(self, model: str, description: str, *, version: int | None = None) -> None:
-        validate_model_name(model)
-        validate_description(description)
-        if version is not None:
-            _check_version(version)
-
+    def _set_description(self, model: str, description: str, version: int | None) -> None:
         def body(conn: sqlite3.Connection) -> None:
             if version is None:
                 self._model_row(conn, model)

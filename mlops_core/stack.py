@@ -124,7 +124,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None) 
     path = path or find_config_file()
     data = _read_table(path) if path else {}
     base = path.parent if path else Path.cwd()
-    known = {"home", "monitors", *SINGLE_COMPONENTS}
+    # [server] holds the model server's own settings (auth token...), read by the server plugin.
+    known = {"home", "monitors", "server", *SINGLE_COMPONENTS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {path}",

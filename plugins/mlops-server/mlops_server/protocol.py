@@ -1,0 +1,182 @@
+"""The HTTP/1.1 connection protocol: uvicorn's httptools protocol with limits against hostile clients.
+
+uvicorn's httptools protocol has no header-size limit and no timer before the first
+response: a client that opens a connection and sends nothing, dribbles its headers
+one byte at a time, or declares a body and never sends it, holds a connection (and
+its memory) forever. This subclass adds, per connection:
+
+=====================  ===================  ==========================================================
+limit                  default              what happens
+=====================  ===================  ==========================================================
+``max_header_bytes``   64 KiB               request line + headers above it: ``431``, connection closed
+``header_timeout``     10 s                 headers not complete this long after the connection opened
+                                            or the request's first byte arrived: ``408``, closed
+``body_timeout``       60 s                 body not complete this long after its headers: ``408``, closed
+``keep_alive``         5 s                  idle between two requests: closed (uvicorn's own timer)
+``max_connections``    file limit - 128     a request on a connection beyond it: ``503`` + Retry-After,
+                                            closed; existing connections are served as before
+=====================  ===================  ==========================================================
+
+At the process's file-descriptor limit the kernel refuses ``accept``; uvloop (libuv)
+then accepts and at once closes the waiting connection with a reserved descriptor,
+so the loop neither crashes nor spins, and the connections already open keep working.
+
+Shutdown is kinder to idle keep-alive connections than uvicorn's (see
+:meth:`DrainingHttpToolsProtocol.shutdown`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["http_protocol_class", "ConnectionLimits", "DRAIN_IDLE_S"]
+
+#: On shutdown, an idle keep-alive connection stays open this long for a request already on its way.
+DRAIN_IDLE_S = 1.0
+
+
+class ConnectionLimits:
+    """The per-connection limits the protocol enforces (set once per server process)."""
+
+    def __init__(self, *, max_header_bytes: int = 64 << 10, header_timeout: float = 10.0,
+                 body_timeout: float = 60.0, max_connections: int | None = None) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+
+
+def _raw_response(status: int, reason: str, message: str, extra: bytes = b"") -> bytes:
+    body = ('{"error":"%s"}' % message).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n").encode() + extra + b"\r\n" + body
+
+
+def http_protocol_class(limits: ConnectionLimits) -> type:
+    """uvicorn's httptools protocol class with ``limits`` and the draining shutdown."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class DrainingHttpToolsProtocol(HttpToolsProtocol):
+        _draining = False
+        _header_bytes = 0
+        _phase_timer: Any = None
+        _refused = False
+
+        # ---------------------------------------------------- timers
+        def _arm(self, seconds: float, message: str, in_body: bool) -> None:
+            self._disarm()
+            self._phase_timer = self.loop.call_later(seconds, self._expire, message, in_body)
+
+        def _disarm(self) -> None:
+            if self._phase_timer is not None:
+                self._phase_timer.cancel()
+                self._phase_timer = None
+
+        def _expire(self, message: str, in_body: bool) -> None:
+            self._phase_timer = None
+            self._refuse(408, "Request Timeout", message, in_body=in_body)
+
+        def _refuse(self, status: int, reason: str, message: str, extra: bytes = b"", *,
+                    in_body: bool = False) -> None:
+            """Answer with ``status`` when nothing else is being answered on this connection, and close it.
+
+            The app of a request whose body timed out is woken by the disconnect (its
+            ``receive`` returns ``http.disconnect``) and its answer is dropped by uvicorn.
+            """
+            if self._refused or self.transport.is_closing():
+                return
+            self._refused = True
+            cycle = self.cycle
+            if in_body:
+                answer = cycle is not None and not cycle.response_started
+            else:  # between requests: only when the previous answer is complete (pipelining)
+                answer = cycle is None or cycle.response_complete
+            if answer:
+                self.transport.write(_raw_response(status, reason, message, extra))
+            self.transport.close()
+
+        def _header_clock(self) -> None:
+            self._arm(limits.header_timeout, f"request headers not received within {limits.header_timeout:g} s",
+                      False)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._refused:  # a refusal already answered and closed; the parser error is ours
+                super().send_400_response(msg)
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            # A connection that never sends a whole request head is closed after header_timeout.
+            self._header_clock()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            super().data_received(data)
+
+        # ---------------------------------------------------- parser callbacks
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._header_bytes = 0
+            if self._phase_timer is None:  # a keep-alive connection's next request starts its header clock
+                self._header_clock()
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count(self, n: int) -> None:
+            self._header_bytes += n
+            if self._header_bytes > limits.max_header_bytes:
+                self._refuse(431, "Request Header Fields Too Large",
+                             f"request line and headers exceed {limits.max_header_bytes} bytes")
+                raise _Refused()  # stop the parser: nothing more is read from this connection
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            if limits.max_connections is not None and len(self.connections) > limits.max_connections:
+                self._refuse(503, "Service Unavailable",
+                             f"too many connections (limit {limits.max_connections}); retry later",
+                             b"retry-after: 1\r\n")
+                raise _Refused()
+            super().on_headers_complete()
+            if self.cycle is not None and self.cycle.more_body:
+                self._arm(limits.body_timeout, f"request body not received within {limits.body_timeout:g} s", True)
+            if self._draining and self.cycle is not None:
+                self.cycle.keep_alive = False  # answer, then close: "Connection: close"
+
+        def on_message_complete(self) -> None:
+            self._disarm()
+            super().on_message_complete()
+
+        # ---------------------------------------------------- shutdown
+        def shutdown(self) -> None:
+            """An idle keep-alive connection gets ``DRAIN_IDLE_S`` for a request already on its way.
+
+            uvicorn closes a keep-alive connection at once when it is between two requests,
+            so a request the client sent in that instant is lost (a read error for the
+            client; it may not retry a POST). Such a connection is answered with
+            ``Connection: close`` instead; only one that stays idle is closed. Busy
+            connections answer their current request with ``Connection: close`` as before.
+            """
+            idle = self.cycle is None or self.cycle.response_complete
+            if not idle or not hasattr(self, "timeout_keep_alive_task"):
+                super().shutdown()
+                return
+            self._draining = True
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = self.loop.call_later(DRAIN_IDLE_S, self.timeout_keep_alive_handler)
+
+    return DrainingHttpToolsProtocol
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a connection that was answered and closed."""

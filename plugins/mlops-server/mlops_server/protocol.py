@@ -13,8 +13,8 @@ limit                  default              what happens
                                             or the request's first byte arrived: ``408``, closed
 ``body_timeout``       60 s                 body not complete this long after its headers: ``408``, closed
 ``keep_alive``         5 s                  idle between two requests: closed (uvicorn's own timer)
-``max_connections``    file limit - 128     a request on a connection beyond it: ``503`` + Retry-After,
-                                            closed; existing connections are served as before
+``max_connections``    file limit - 128     the first request of a connection beyond it: ``503`` +
+                                            Retry-After, closed; connections already served go on
 =====================  ===================  ==========================================================
 
 At the process's file-descriptor limit the kernel refuses ``accept``; uvloop (libuv)
@@ -33,6 +33,8 @@ __all__ = ["http_protocol_class", "ConnectionLimits", "DRAIN_IDLE_S"]
 
 #: On shutdown, an idle keep-alive connection stays open this long for a request already on its way.
 DRAIN_IDLE_S = 1.0
+#: After refusing a connection (431, 408, 503), input still arriving is read and dropped this long.
+LINGER_S = 2.0
 
 
 class ConnectionLimits:
@@ -59,6 +61,8 @@ def http_protocol_class(limits: ConnectionLimits) -> type:
     class DrainingHttpToolsProtocol(HttpToolsProtocol):
         _draining = False
         _header_bytes = 0
+        _complete_head_bytes = 0
+        _awaiting_head = True
         _phase_timer: Any = None
         _refused = False
 
@@ -86,6 +90,7 @@ def http_protocol_class(limits: ConnectionLimits) -> type:
             if self._refused or self.transport.is_closing():
                 return
             self._refused = True
+            self.flow.resume_reading()  # keep draining the client's input during the lingering close
             cycle = self.cycle
             if in_body:
                 answer = cycle is not None and not cycle.response_started
@@ -93,7 +98,15 @@ def http_protocol_class(limits: ConnectionLimits) -> type:
                 answer = cycle is None or cycle.response_complete
             if answer:
                 self.transport.write(_raw_response(status, reason, message, extra))
-            self.transport.close()
+            if answer and self.transport.can_write_eof():
+                # Lingering close: a socket closed with unread input resets the connection, and the
+                # client may lose the answer. Half-close instead, drop what still arrives, and close
+                # when the client does (or after LINGER_S).
+                self.transport.write_eof()
+                self._disarm()
+                self._phase_timer = self.loop.call_later(LINGER_S, self.transport.close)
+            else:
+                self.transport.close()
 
         def _header_clock(self) -> None:
             self._arm(limits.header_timeout, f"request headers not received within {limits.header_timeout:g} s",
@@ -114,13 +127,19 @@ def http_protocol_class(limits: ConnectionLimits) -> type:
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
-                return
+                return  # lingering close: input is dropped
+            if self._awaiting_head:
+                # httptools buffers an unfinished header line itself, so count what arrives, not only
+                # the complete headers (which on_header sees).
+                self._header_bytes += len(data)
             super().data_received(data)
+            if self._awaiting_head and self._header_bytes > limits.max_header_bytes:
+                self._too_large_head()
 
         # ---------------------------------------------------- parser callbacks
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._header_bytes = 0
+            self._complete_head_bytes = 0
             if self._phase_timer is None:  # a keep-alive connection's next request starts its header clock
                 self._header_clock()
 
@@ -133,15 +152,21 @@ def http_protocol_class(limits: ConnectionLimits) -> type:
             super().on_header(name, value)
 
         def _count(self, n: int) -> None:
-            self._header_bytes += n
-            if self._header_bytes > limits.max_header_bytes:
-                self._refuse(431, "Request Header Fields Too Large",
-                             f"request line and headers exceed {limits.max_header_bytes} bytes")
+            self._complete_head_bytes += n
+            if self._complete_head_bytes > limits.max_header_bytes:
+                self._too_large_head()
                 raise _Refused()  # stop the parser: nothing more is read from this connection
+
+        def _too_large_head(self) -> None:
+            self._refuse(431, "Request Header Fields Too Large",
+                         f"request line and headers exceed {limits.max_header_bytes} bytes")
 
         def on_headers_complete(self) -> None:
             self._disarm()
-            if limits.max_connections is not None and len(self.connections) > limits.max_connections:
+            self._awaiting_head = False
+            self._header_bytes = 0
+            first = self.cycle is None  # connections already being served keep their service
+            if first and limits.max_connections is not None and len(self.connections) > limits.max_connections:
                 self._refuse(503, "Service Unavailable",
                              f"too many connections (limit {limits.max_connections}); retry later",
                              b"retry-after: 1\r\n")
@@ -154,6 +179,7 @@ def http_protocol_class(limits: ConnectionLimits) -> type:
 
         def on_message_complete(self) -> None:
             self._disarm()
+            self._awaiting_head = True  # what arrives next is the next request's head
             super().on_message_complete()
 
         # ---------------------------------------------------- shutdown

@@ -33,7 +33,7 @@ __all__ = ["MIN_LIFT_BYTES", "PLACEHOLDER", "Lifted", "lift_numeric_arrays", "pa
 MIN_LIFT_BYTES = 64 << 10
 #: The placeholder strings start with this (a NUL cannot appear unescaped in a client's JSON string).
 PLACEHOLDER = "\x00mlops-lifted:"
-_PIECE = 4 << 20
+_PIECE = 512 << 10  # small enough that one piece holds the GIL only briefly
 _RUN_CHARS = rb"[0-9eE.+\-, \t\n\r\[\]]"  # what a JSON array of numbers is made of (JSON whitespace only)
 _RUN = re.compile(rb"\[%s{%d,}" % (_RUN_CHARS, MIN_LIFT_BYTES - 1))
 _TRAILER = b" \t\n\r,"

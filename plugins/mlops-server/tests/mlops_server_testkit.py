@@ -36,7 +36,7 @@ def free_port() -> int:
 
 class RunningServer:
     def __init__(self, proc: subprocess.Popen, port: int, log: Path, *, scheme: str = "http",
-                 verify: Any = None, cert: Any = None) -> None:
+                 verify: Any = None, cert: Any = None, headers: dict[str, str] | None = None) -> None:
         self.proc = proc
         self.port = port
         self.url = f"{scheme}://127.0.0.1:{port}"
@@ -47,6 +47,9 @@ class RunningServer:
             self.session.verify = self.probe_kw["verify"] = verify
         if cert is not None:
             self.session.cert = self.probe_kw["cert"] = cert
+        if headers:
+            self.session.headers.update(headers)
+            self.probe_kw["headers"] = headers
 
     def get(self, path: str, **kw: Any) -> requests.Response:
         return self.session.get(self.url + path, timeout=30, **kw)
@@ -94,7 +97,8 @@ class RunningServer:
 @contextlib.contextmanager
 def run_server(bundles: list[Path], *args: str, tmp: Path, wait: str = "ready",
                env: dict[str, str] | None = None, preexec_fn: Any = None,
-               scheme: str = "http", verify: Any = None, cert: Any = None) -> Iterator[RunningServer]:
+               scheme: str = "http", verify: Any = None, cert: Any = None,
+               headers: dict[str, str] | None = None) -> Iterator[RunningServer]:
     port = free_port()
     cmd = [sys.executable, "-m", "mlops_server"]
     for b in bundles:
@@ -104,7 +108,7 @@ def run_server(bundles: list[Path], *args: str, tmp: Path, wait: str = "ready",
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, preexec_fn=preexec_fn)
-    server = RunningServer(proc, port, log, scheme=scheme, verify=verify, cert=cert)
+    server = RunningServer(proc, port, log, scheme=scheme, verify=verify, cert=cert, headers=headers)
     try:
         if wait == "ready":
             server.wait_ready()

@@ -32,6 +32,7 @@ import numpy as np
 from . import codec
 from ._version import __version__
 from .batching import AdaptiveBatcher
+from .bodies import LARGE_BODY, BodyReader
 from .codec import TensorError
 from .config import ServerConfig
 from .invocations import parse_invocation, predictions_body
@@ -129,7 +130,7 @@ class ModelServerApp:
         self.timeout = config.timeout
         self.max_body = config.max_body_bytes
         self.max_queue = config.max_queue
-        self.bodies = _BodyBudget(config.max_inflight_body_bytes)
+        self.reader = BodyReader(config.max_body_bytes, config.max_inflight_body_bytes, self.metrics)
         self._auth: Any = None
         if config.auth_token:
             from .security import Authenticator
@@ -335,105 +336,6 @@ class ModelServerApp:
         return model, rest
 
     # ------------------------------------------------------------ bodies
-    async def _read_body(self, scope: dict, receive: Callable) -> tuple[Any, dict[bytes, bytes], int]:
-        """(body, headers, bytes reserved in the in-flight budget); release the reservation when done.
-
-        A body of ``LARGE_BODY`` bytes or more reserves its size in the budget of
-        ``max_inflight_body_bytes`` first (503 + Retry-After when it does not fit), and
-        is read into one buffer of its declared size rather than joined from parts.
-        """
-        headers = dict(scope["headers"])
-        declared = self._declared_length(headers)
-        reserved = 0
-        if declared is not None and declared >= LARGE_BODY:
-            reserved = self._reserve(declared)
-        try:
-            if declared is not None and declared >= LARGE_BODY:
-                body: Any = await self._receive_into(receive, declared)
-            else:
-                body, more = await self._receive_parts(receive, declared)
-                reserved += more
-            encoding = headers.get(b"content-encoding")
-            if encoding is not None and encoding not in (b"identity", b""):
-                body = self._decompress(body, encoding)
-        except BaseException:
-            self.bodies.release(reserved)
-            raise
-        return body, headers, reserved
-
-    def _declared_length(self, headers: dict[bytes, bytes]) -> int | None:
-        length = headers.get(b"content-length")
-        if length is None:
-            return None
-        try:
-            declared = int(length)
-        except ValueError:
-            raise HttpError(400, "invalid Content-Length") from None
-        if declared > self.max_body:
-            self.metrics.too_large += 1
-            raise HttpError(413, f"request body of {declared} bytes exceeds the limit of {self.max_body} bytes")
-        return declared
-
-    def _reserve(self, size: int) -> int:
-        if not self.bodies.reserve(size):
-            self.metrics.shed += 1
-            raise HttpError(503, f"server busy: {self.bodies.used} bytes of large request bodies in flight "
-                                 f"(limit {self.bodies.limit}); retry later", [(b"retry-after", b"1")])
-        return size
-
-    async def _receive_into(self, receive: Callable, size: int) -> bytearray:
-        buf = bytearray(size)
-        view = memoryview(buf)
-        pos = 0
-        try:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise HttpError(400, "client disconnected before sending the whole body")
-                chunk = message.get("body", b"")
-                end = pos + len(chunk)
-                if end > size:
-                    raise HttpError(400, f"the body is longer than its Content-Length of {size} bytes")
-                view[pos:end] = chunk
-                pos = end
-                if not message.get("more_body"):
-                    break
-        finally:
-            view.release()
-        if pos != size:
-            raise HttpError(400, f"the body has {pos} bytes, its Content-Length says {size}")
-        return buf
-
-    async def _receive_parts(self, receive: Callable, declared: int | None) -> tuple[bytes, int]:
-        """A small or chunked body; a chunked one reserves in the budget once it grows large."""
-        message = await receive()
-        body = message.get("body", b"")
-        if not message.get("more_body"):
-            if len(body) > self.max_body:
-                self.metrics.too_large += 1
-                raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
-            return body, 0
-        parts = [body]
-        size = len(body)
-        reserved = 0
-        try:
-            while message.get("more_body"):
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise HttpError(400, "client disconnected before sending the whole body")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    self.metrics.too_large += 1
-                    raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
-                if size >= LARGE_BODY and size > reserved:
-                    reserved += self._reserve(max(size - reserved, LARGE_BODY))
-                parts.append(chunk)
-        except BaseException:
-            self.bodies.release(reserved)
-            raise
-        return b"".join(parts), reserved
-
     async def _off_loop(self, size: int, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` (decoding a body) on a worker thread when the body is large, so the loop keeps serving."""
         if size < LARGE_BODY:
@@ -444,24 +346,6 @@ class ModelServerApp:
             self._parse_pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="mlops-parse")
         loop = self._loop or asyncio.get_running_loop()
         return await loop.run_in_executor(self._parse_pool, fn)
-
-    def _decompress(self, body: bytes, encoding: bytes) -> bytes:
-        import zlib
-
-        if encoding == b"gzip":
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == b"deflate":
-            inflater = zlib.decompressobj()
-        else:
-            raise HttpError(415, f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate")
-        try:
-            out = inflater.decompress(body, self.max_body + 1)
-        except zlib.error as exc:
-            raise HttpError(400, f"the {encoding.decode()} body cannot be decompressed: {exc}") from None
-        if len(out) > self.max_body or inflater.unconsumed_tail:
-            self.metrics.too_large += 1
-            raise HttpError(413, f"decompressed request body exceeds the limit of {self.max_body} bytes")
-        return out
 
     # ------------------------------------------------------------ predict
     async def _run_model(self, model: ServedModel, arrays: dict[str, np.ndarray], rows: int) -> list:
@@ -527,7 +411,7 @@ class ModelServerApp:
         reserved = 0
         try:
             self._check_ready(model)
-            body, headers, reserved = await self._read_body(scope, receive)
+            body, headers, reserved = await self.reader.read(scope, receive)
             header_length = headers.get(b"inference-header-content-length")
             request, arrays = await self._off_loop(len(body), partial(decode_request, model, body, header_length))
             del body  # the arrays hold the data now; let a large body go before predicting
@@ -548,7 +432,7 @@ class ModelServerApp:
             status = exc.status
             raise
         finally:
-            self.bodies.release(reserved)
+            self.reader.release(reserved)
             elapsed = time.perf_counter() - start
             self.metrics.observe(model.name, "infer", status, elapsed, rows)
         if self._listens():
@@ -565,7 +449,7 @@ class ModelServerApp:
         reserved = 0
         try:
             self._check_ready(model)
-            body, headers, reserved = await self._read_body(scope, receive)
+            body, headers, reserved = await self.reader.read(scope, receive)
             ctype = headers.get(b"content-type", b"application/json").decode("latin-1").lower()
             arrays = await self._off_loop(len(body), partial(_invocation_arrays, model, body, ctype))
             del body
@@ -581,7 +465,7 @@ class ModelServerApp:
             status = exc.status
             raise
         finally:
-            self.bodies.release(reserved)
+            self.reader.release(reserved)
             elapsed = time.perf_counter() - start
             self.metrics.observe(model.name, "invocations", status, elapsed, rows)
         if self._listens():
@@ -603,28 +487,8 @@ class ModelServerApp:
 
 
 # ------------------------------------------------------------------ helpers
-#: Bodies of at least this many bytes count against max_inflight_body_bytes and are decoded off the loop.
-LARGE_BODY = 1 << 20
 #: Threads decoding large bodies (each holds the GIL only in short stretches: numpy, orjson pieces).
 PARSE_THREADS = 2
-
-
-class _BodyBudget:
-    """Bytes of large request bodies being read or decoded at once, against a limit (loop thread only)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def reserve(self, size: int) -> bool:
-        # One body larger than the whole budget still runs when nothing else is in flight.
-        if self.used and self.used + size > self.limit:
-            return False
-        self.used += size
-        return True
-
-    def release(self, size: int) -> None:
-        self.used -= size
 
 
 def _invocation_arrays(model: ServedModel, body: Any, content_type: str) -> dict[str, np.ndarray]:

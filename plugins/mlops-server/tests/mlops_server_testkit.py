@@ -52,10 +52,16 @@ class RunningServer:
             self.probe_kw["headers"] = headers
 
     def get(self, path: str, **kw: Any) -> requests.Response:
-        return self.session.get(self.url + path, timeout=30, **kw)
+        return self.session.get(self.url + path, timeout=30, **self._tls(kw))
 
     def post(self, path: str, **kw: Any) -> requests.Response:
-        return self.session.post(self.url + path, timeout=30, **kw)
+        return self.session.post(self.url + path, timeout=30, **self._tls(kw))
+
+    def _tls(self, kw: dict[str, Any]) -> dict[str, Any]:
+        # Per request: requests lets $REQUESTS_CA_BUNDLE override a session's own `verify`.
+        if "verify" in self.probe_kw:
+            kw.setdefault("verify", self.probe_kw["verify"])
+        return kw
 
     def infer(self, model: str, inputs: list[dict], **extra: Any) -> requests.Response:
         return self.post(f"/v2/models/{model}/infer", json={"inputs": inputs, **extra})

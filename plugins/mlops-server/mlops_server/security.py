@@ -70,11 +70,30 @@ def _stack_server_table() -> tuple[Mapping[str, Any], Path | None]:
     return table, path
 
 
+def _readable_stack_table() -> tuple[Mapping[str, Any], Path | None]:
+    """The ``[server]`` table, or nothing when the stack file cannot be read.
+
+    An unreadable stack file only turns its settings off (logged), as it does for the
+    monitors: the server still serves. A deployment that must never run without its
+    token should give it with ``--auth-token-file`` or the environment variable, which do
+    not depend on the stack file.
+    """
+    try:
+        return _stack_server_table()
+    except ConfigError as exc:
+        import logging
+
+        logging.getLogger("mlops_server").error(
+            "cannot read the stack configuration, so its [server] settings (auth token) are not used: %s%s",
+            exc, f" ({exc.hint})" if getattr(exc, "hint", None) else "")
+        return {}, None
+
+
 def resolve_auth(token_file: str | None, public_health: bool | None,
                  env: Mapping[str, str] | None = None) -> AuthSettings:
     """The token and health policy from the command line, the environment or the stack file."""
     env = os.environ if env is None else env
-    table, stack_path = _stack_server_table()
+    table, stack_path = _readable_stack_table()
     if public_health is None:
         public_health = bool(table.get("public_health", False))
     if token_file:

@@ -250,7 +250,8 @@ def load_config(path: Path | None = None, env: Mapping[str, str] | None = None,
     data = _read_table(path) if path else {}
     data, profile = _select_profile(data, path, env, profile)
     base = path.parent if path else Path.cwd()
-    known = {"home", "monitors", "security", "gc", *SINGLE_COMPONENTS}
+    # [server] holds the model server's own settings (auth token...), read by the server plugin.
+    known = {"home", "monitors", "security", "gc", "server", *SINGLE_COMPONENTS}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {path}",

@@ -58,10 +58,40 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
                         help="prediction threads per model when predict runs in threads (default 1)")
     limits.add_argument("--drain-timeout", type=_positive_float, default=30.0,
                         help="seconds to let in-flight requests finish on SIGTERM (default 30)")
+    limits.add_argument("--keep-alive", type=_positive_float, default=5.0,
+                        help="seconds an idle keep-alive connection stays open between requests (default 5)")
+    limits.add_argument("--max-header-bytes", type=_positive_int, default=64 << 10,
+                        help="largest request line + headers; larger gets 431 (default 64 KiB)")
+    limits.add_argument("--header-timeout", type=_positive_float, default=10.0,
+                        help="seconds from a connection's opening or a request's first byte to its complete "
+                             "headers; slower gets 408 (default 10)")
+    limits.add_argument("--body-timeout", type=_positive_float, default=60.0,
+                        help="seconds from a request's headers to its complete body; slower gets 408 (default 60)")
+    limits.add_argument("--max-connections", type=_positive_int, default=None,
+                        help="open connections beyond which requests get 503 + Retry-After "
+                             "(default: the open-file limit minus 128)")
+    limits.add_argument("--max-inflight-body-bytes", type=_positive_int, default=256 << 20,
+                        help="bytes of large request bodies (1 MiB or more) read or parsed at once, beyond which a "
+                             "large request gets 503 + Retry-After (default 256 MiB)")
     limits.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     limits.add_argument("--log-format", default=None, choices=("text", "json"),
                         help="json: JSON lines on stdout, one per log message and one per request (model, "
                              "version, request id, latency); default: $MLOPS_LOG_FORMAT or text")
+    add_security_options(parser)
+
+
+def add_security_options(parser: argparse.ArgumentParser) -> None:
+    """Authentication and TLS (see the plugin README, "Authentication and TLS")."""
+    sec = parser.add_argument_group("authentication and TLS")
+    sec.add_argument("--auth-token-file", default=None, metavar="FILE",
+                     help="require 'Authorization: Bearer <token>' with the token in FILE (also: "
+                          "$MLOPS_SERVER_AUTH_TOKEN, or auth_token / auth_token_file under [server] in the stack file)")
+    sec.add_argument("--public-health", action="store_true", default=None,
+                     help="with a token, leave /v2/health/*, /ping and /health open (for Kubernetes probes)")
+    sec.add_argument("--tls-certfile", default=None, metavar="PEM", help="serve HTTPS with this certificate chain")
+    sec.add_argument("--tls-keyfile", default=None, metavar="PEM", help="private key of --tls-certfile")
+    sec.add_argument("--tls-client-ca", default=None, metavar="PEM",
+                     help="require client certificates signed by this CA (mutual TLS)")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -26,39 +26,31 @@ import re
 import threading
 import time
 from collections import deque
-from typing import Any, Awaitable, Callable
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
-import orjson
-
 from . import codec
 from ._version import __version__
 from .batching import AdaptiveBatcher
+from .bodies import LARGE_BODY, BodyReader
 from .codec import TensorError
 from .config import ServerConfig
 from .invocations import parse_invocation, predictions_body
 from .metrics import ServerMetrics
 from .models import RequestError, ServedModel
+from .responses import HttpError, Send
+from .responses import error_body as _error
+from .responses import respond as _respond
+from .v2 import decode_request, encode_response
 
 log = logging.getLogger("mlops_server")
 
 __all__ = ["ModelServerApp", "HttpError"]
 
-Send = Callable[[dict], Awaitable[None]]
-
 _JSON = [(b"content-type", b"application/json")]
 _PROM = b"text/plain; version=0.0.4; charset=utf-8"
 _HOOK = "mlops_predictions_served"
-
-
-class HttpError(Exception):
-    """Answer with this status and ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or []
 
 
 class _CallBuffer:
@@ -235,6 +227,13 @@ class ModelServerApp:
         self.timeout = config.timeout
         self.max_body = config.max_body_bytes
         self.max_queue = config.max_queue
+        self.reader = BodyReader(config.max_body_bytes, config.max_inflight_body_bytes, self.metrics)
+        self._auth: Any = None
+        if config.auth_token:
+            from .security import Authenticator
+
+            self._auth = Authenticator(config.auth_token, config.public_health)
+        self._parse_pool: Any = None  # threads that decode large bodies, off the event loop
         self._listening = False
         self._hooks: Any = None
         self._dispatcher: _EventDispatcher | None = None
@@ -329,6 +328,8 @@ class ModelServerApp:
             await asyncio.get_running_loop().run_in_executor(None, self._dispatcher.close)
         for m in self.models:
             m.close()
+        if self._parse_pool is not None:
+            self._parse_pool.shutdown(wait=False)
 
     # -------------------------------------------------------------- ASGI
     async def __call__(self, scope: dict, receive: Callable, send: Send) -> None:
@@ -357,6 +358,9 @@ class ModelServerApp:
         path: str = scope["path"]
         method: str = scope["method"]
         try:
+            if self._auth is not None and not self._auth.allows(path, scope["headers"]):
+                raise HttpError(401, "this server requires 'Authorization: Bearer <token>'",
+                                [(b"www-authenticate", b'Bearer realm="mlops-server"')])
             if method == "POST":
                 if path.startswith("/v2/models/") and path.endswith("/infer"):
                     await self._infer(path, scope, receive, send)
@@ -434,60 +438,16 @@ class ModelServerApp:
         return model, rest
 
     # ------------------------------------------------------------ bodies
-    async def _read_body(self, scope: dict, receive: Callable) -> tuple[bytes, dict[bytes, bytes]]:
-        headers = {}
-        for k, v in scope["headers"]:
-            headers[k] = v
-        length = headers.get(b"content-length")
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                raise HttpError(400, "invalid Content-Length") from None
-            if declared > self.max_body:
-                self.metrics.too_large += 1
-                raise HttpError(413, f"request body of {declared} bytes exceeds the limit of {self.max_body} bytes")
-        message = await receive()
-        body = message.get("body", b"")
-        if message.get("more_body"):
-            parts = [body]
-            size = len(body)
-            while message.get("more_body"):
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise HttpError(400, "client disconnected before sending the whole body")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body:
-                    self.metrics.too_large += 1
-                    raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
-                parts.append(chunk)
-            body = b"".join(parts)
-        elif len(body) > self.max_body:
-            self.metrics.too_large += 1
-            raise HttpError(413, f"request body exceeds the limit of {self.max_body} bytes")
-        encoding = headers.get(b"content-encoding")
-        if encoding is not None and encoding not in (b"identity", b""):
-            body = self._decompress(body, encoding)
-        return body, headers
+    async def _off_loop(self, size: int, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (decoding a body) on a worker thread when the body is large, so the loop keeps serving."""
+        if size < LARGE_BODY:
+            return fn()
+        if self._parse_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
 
-    def _decompress(self, body: bytes, encoding: bytes) -> bytes:
-        import zlib
-
-        if encoding == b"gzip":
-            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif encoding == b"deflate":
-            inflater = zlib.decompressobj()
-        else:
-            raise HttpError(415, f"unsupported Content-Encoding {encoding.decode('latin-1')!r}; use gzip or deflate")
-        try:
-            out = inflater.decompress(body, self.max_body + 1)
-        except zlib.error as exc:
-            raise HttpError(400, f"the {encoding.decode()} body cannot be decompressed: {exc}") from None
-        if len(out) > self.max_body or inflater.unconsumed_tail:
-            self.metrics.too_large += 1
-            raise HttpError(413, f"decompressed request body exceeds the limit of {self.max_body} bytes")
-        return out
+            self._parse_pool = ThreadPoolExecutor(PARSE_THREADS, thread_name_prefix="mlops-parse")
+        loop = self._loop or asyncio.get_running_loop()
+        return await loop.run_in_executor(self._parse_pool, fn)
 
     # ------------------------------------------------------------ predict
     async def _run_model(self, model: ServedModel, arrays: dict[str, np.ndarray], rows: int) -> list:
@@ -550,28 +510,26 @@ class ModelServerApp:
             raise HttpError(404, f"no route POST {path}")
         status = 500
         rows = 0
+        reserved = 0
         request_id = traceparent = None
         try:
             self._check_ready(model)
-            body, headers = await self._read_body(scope, receive)
+            body, headers, reserved = await self.reader.read(scope, receive)
             request_id, traceparent = _request_ids(headers)
-            request, binary = _parse_request(body, headers.get(b"inference-header-content-length"))
+            header_length = headers.get(b"inference-header-content-length")
+            request, arrays = await self._off_loop(len(body), partial(decode_request, model, body, header_length))
+            del body  # the arrays hold the data now; let a large body go before predicting
             if request_id is None:
                 request_id = request.get("id")
             elif "id" not in request:
                 request["id"] = request_id  # the V2 response echoes it
-            decoded = _decode_inputs(request, binary)
-            try:
-                arrays = model.check_inputs(decoded)
-            except RequestError as exc:
-                raise HttpError(400, str(exc)) from None
             rows = model.rows(arrays)
             try:
                 outputs = await self._predict(model, arrays, rows)
             except HttpError as exc:
                 self._emit_failure(model, arrays, start, rows, exc, request_id, traceparent)
                 raise
-            payload, chunks, json_len = _encode_response(model, request, outputs)
+            payload, chunks, json_len = encode_response(model, request, outputs)
             extra = _rid_header(request_id)
             if chunks:
                 extra = (extra or []) + [(b"inference-header-content-length", str(json_len).encode())]
@@ -584,6 +542,7 @@ class ModelServerApp:
             exc.headers.extend(_rid_header(request_id) or ())
             raise
         finally:
+            self.reader.release(reserved)
             elapsed = time.perf_counter() - start
             self.metrics.observe(model.name, "infer", status, elapsed, rows)
             if self._access_log:
@@ -599,19 +558,15 @@ class ModelServerApp:
         model = self.models[0]
         status = 500
         rows = 0
+        reserved = 0
         request_id = traceparent = None
         try:
             self._check_ready(model)
-            body, headers = await self._read_body(scope, receive)
+            body, headers, reserved = await self.reader.read(scope, receive)
             request_id, traceparent = _request_ids(headers)
             ctype = headers.get(b"content-type", b"application/json").decode("latin-1").lower()
-            try:
-                raw = parse_invocation(model, body, ctype)
-                arrays = model.check_inputs([(n, codec.datatype_of(a.dtype), a) for n, a in raw.items()])
-            except (RequestError, TensorError) as exc:
-                raise HttpError(400, str(exc)) from None
-            except (ValueError, TypeError, OverflowError) as exc:  # numpy refusing a malformed table
-                raise HttpError(400, f"cannot read the request as a table: {exc}"[:500]) from None
+            arrays = await self._off_loop(len(body), partial(_invocation_arrays, model, body, ctype))
+            del body
             rows = model.rows(arrays)
             try:
                 outputs = await self._predict(model, arrays, rows)
@@ -626,6 +581,7 @@ class ModelServerApp:
             exc.headers.extend(_rid_header(request_id) or ())
             raise
         finally:
+            self.reader.release(reserved)
             elapsed = time.perf_counter() - start
             self.metrics.observe(model.name, "invocations", status, elapsed, rows)
             if self._access_log:
@@ -691,118 +647,15 @@ def _rid_header(request_id: str | None) -> list[tuple[bytes, bytes]] | None:
     return [(b"x-request-id", request_id.encode("ascii"))]
 
 
-def _error(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+#: Threads decoding large bodies (each holds the GIL only in short stretches: numpy, orjson pieces).
+PARSE_THREADS = 2
 
 
-async def _respond(send: Send, status: int, body: bytes, *, content_type: bytes = b"application/json",
-                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if extra:
-        headers.extend(extra)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def _parse_request(body: bytes, header_length: bytes | None) -> tuple[dict, memoryview | None]:
-    binary = None
+def _invocation_arrays(model: ServedModel, body: Any, content_type: str) -> dict[str, np.ndarray]:
     try:
-        if header_length is not None:
-            head, binary = codec.split_binary_body(body, header_length.decode("latin-1"))
-        else:
-            head = body
-        request = orjson.loads(head)
-    except TensorError as exc:
+        raw = parse_invocation(model, body, content_type)
+        return model.check_inputs([(n, codec.datatype_of(a.dtype), a) for n, a in raw.items()])
+    except (RequestError, TensorError) as exc:
         raise HttpError(400, str(exc)) from None
-    except orjson.JSONDecodeError as exc:
-        hint = ""
-        if header_length is None and "after document" in str(exc):
-            hint = " (bytes after the JSON need the Inference-Header-Content-Length header of the binary extension)"
-        raise HttpError(400, f"the request body is not valid JSON: {exc}"[:500] + hint) from None
-    if not isinstance(request, dict):
-        raise HttpError(400, "the request body must be a JSON object with an 'inputs' list")
-    if "id" in request and not isinstance(request["id"], str):
-        raise HttpError(400, "the request 'id' must be a string")
-    for key in ("parameters",):
-        if key in request and not isinstance(request[key], dict):
-            raise HttpError(400, f"the request '{key}' must be an object")
-    return request, binary
-
-
-def _decode_inputs(request: dict, binary: memoryview | None) -> list[tuple[str, str, np.ndarray]]:
-    inputs = request.get("inputs")
-    if not isinstance(inputs, list) or not inputs:
-        raise HttpError(400, "the request needs a non-empty 'inputs' list")
-    decoded = []
-    offset = 0
-    try:
-        for tensor in inputs:
-            params = tensor.get("parameters") if isinstance(tensor, dict) else None
-            if params is not None and not isinstance(params, dict):
-                raise TensorError("an input's 'parameters' must be an object")
-            size = params.get("binary_data_size") if params else None
-            if size is not None:
-                if binary is None:
-                    raise TensorError("an input declares binary_data_size but the request has no "
-                                      "Inference-Header-Content-Length header")
-                if type(size) is not int or size < 0 or offset + size > len(binary):
-                    raise TensorError(f"binary_data_size {size!r} does not fit the {len(binary) - offset} "
-                                      "binary bytes left"[:300])
-                decoded.append(codec.decode_tensor(tensor, binary[offset:offset + size]))
-                offset += size
-            else:
-                decoded.append(codec.decode_tensor(tensor))
-    except TensorError as exc:
-        raise HttpError(400, str(exc)) from None
-    if binary is not None and offset != len(binary):
-        raise HttpError(400, f"{len(binary) - offset} binary bytes after the JSON are not claimed by any input")
-    return decoded
-
-
-def _encode_response(model: ServedModel, request: dict, outputs: list) -> tuple[bytes, bool, int]:
-    requested = request.get("outputs")
-    params = request.get("parameters") or {}
-    all_binary = params.get("binary_data_output") is True
-    binary_names: set[str] = set()
-    if requested is not None:
-        if not isinstance(requested, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                                      for o in requested):
-            raise HttpError(400, "'outputs' must be a list of objects with a 'name'")
-        have = {name: arr for name, arr in outputs}
-        chosen = []
-        for o in requested:
-            name = o["name"]
-            if name not in have:
-                raise HttpError(400, f"model {model.name!r} has no output {name!r}; its outputs are "
-                                     f"{', '.join(have)}"[:500])
-            p = o.get("parameters")
-            if isinstance(p, dict) and p.get("binary_data") is True:
-                binary_names.add(name)
-            elif isinstance(p, dict) and p.get("binary_data") is False:
-                pass
-            elif all_binary:
-                binary_names.add(name)
-            chosen.append((name, have[name]))
-        outputs = chosen
-    elif all_binary:
-        binary_names = {name for name, _ in outputs}
-    tensors = []
-    chunks = []
-    try:
-        for name, arr in outputs:
-            tensor, raw = codec.encode_tensor(name, arr, name in binary_names)
-            tensors.append(tensor)
-            if raw is not None:
-                chunks.append(raw)
-    except TensorError as exc:
-        raise HttpError(500, f"model {model.name!r} returned an output that cannot be encoded: {exc}") from None
-    response: dict[str, Any] = {"model_name": model.name}
-    if model.version:
-        response["model_version"] = model.version
-    if "id" in request:
-        response["id"] = request["id"]
-    response["outputs"] = tensors
-    head = codec.dumps(response)
-    if chunks:
-        return b"".join([head, *chunks]), True, len(head)
-    return head, False, len(head)
+    except (ValueError, TypeError, OverflowError) as exc:  # numpy refusing a malformed table
+        raise HttpError(400, f"cannot read the request as a table: {exc}"[:500]) from None

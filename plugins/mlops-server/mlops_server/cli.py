@@ -28,12 +28,19 @@ def _log_format(args: argparse.Namespace) -> str:
 
 
 def config_from_args(args: argparse.Namespace, bundles: Sequence[BundleSpec]) -> ServerConfig:
+    from .security import resolve_auth
+
+    auth = resolve_auth(args.auth_token_file, args.public_health)
     return ServerConfig(
         bundles=tuple(bundles), host=args.host, port=args.port, reuse_port=args.reuse_port, workers=args.workers,
         max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms, timeout=args.timeout,
         max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, executor=args.executor, threads=args.threads,
         drain_timeout=args.drain_timeout, log_level=args.log_level, log_format=_log_format(args),
         generation=getattr(args, "handover_generation", None),
+        keep_alive=args.keep_alive, max_header_bytes=args.max_header_bytes, header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout, max_connections=args.max_connections,
+        max_inflight_body_bytes=args.max_inflight_body_bytes, auth_token=auth.token, public_health=auth.public_health,
+        tls_certfile=args.tls_certfile, tls_keyfile=args.tls_keyfile, tls_client_ca=args.tls_client_ca,
     )
 
 
@@ -56,6 +63,19 @@ def config_argv(config: ServerConfig) -> list[str]:
              "--executor", config.executor, "--threads", str(config.threads),
              "--drain-timeout", str(config.drain_timeout), "--log-level", config.log_level,
              "--log-format", config.log_format]
+    argv += ["--keep-alive", str(config.keep_alive), "--max-header-bytes", str(config.max_header_bytes),
+             "--header-timeout", str(config.header_timeout), "--body-timeout", str(config.body_timeout),
+             "--max-inflight-body-bytes", str(config.max_inflight_body_bytes)]
+    if config.max_connections:
+        argv += ["--max-connections", str(config.max_connections)]
+    # The token itself never goes on a command line (other users can read it in `ps`): workers
+    # resolve it again from the same file, environment or stack file.
+    if config.public_health:
+        argv.append("--public-health")
+    for flag, value in (("--tls-certfile", config.tls_certfile), ("--tls-keyfile", config.tls_keyfile),
+                        ("--tls-client-ca", config.tls_client_ca)):
+        if value:
+            argv += [flag, value]
     if config.timeout:
         argv += ["--timeout", str(config.timeout)]
     if config.reuse_port:
@@ -86,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args, specs)
     except (MlopsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        hint = getattr(exc, "hint", None)
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return 2
     return _run(config)
 

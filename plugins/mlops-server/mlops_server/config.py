@@ -43,7 +43,28 @@ class ServerConfig:
     threads: int = attrs.field(default=1, validator=_positive)
     #: Seconds to let in-flight requests finish on SIGTERM before they are cancelled.
     drain_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Seconds an idle keep-alive connection stays open between two requests.
     keep_alive: float = attrs.field(default=5.0, validator=_positive)
+    #: Largest request line + headers; larger gets 431 and the connection is closed.
+    max_header_bytes: int = attrs.field(default=64 << 10, validator=_positive)
+    #: Seconds from a connection's opening (or a request's first byte) to its complete headers; else 408.
+    header_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds from a request's headers to its complete body; else 408.
+    body_timeout: float = attrs.field(default=60.0, validator=_positive)
+    #: Open connections beyond which a request gets 503 + Retry-After (None: the file limit minus a reserve).
+    max_connections: int | None = attrs.field(default=None, validator=_positive)
+    #: Request bodies of at least LARGE_BODY bytes being read or parsed at once, in bytes, beyond which
+    #: a large request gets 503 + Retry-After (bounds the memory that big requests take together).
+    max_inflight_body_bytes: int = attrs.field(default=256 << 20, validator=_positive)
+    #: Bearer token every request must carry (``Authorization: Bearer <token>``); None: no authentication.
+    auth_token: str | None = attrs.field(default=None, repr=False)
+    #: With a token: whether the health endpoints (/v2/health/*, /ping, /health) stay open (for probes).
+    public_health: bool = False
+    #: TLS: certificate chain and key (PEM); both or neither.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    #: mTLS: CA bundle (PEM) that client certificates must chain to; clients without one are refused.
+    tls_client_ca: str | None = None
     log_level: str = "info"
     #: "json": every log line, plus one record per request (model, version, request id, latency,
     #: status), as JSON objects on stdout for container and Kubernetes log collectors.
@@ -51,6 +72,18 @@ class ServerConfig:
     #: Servers of one generation share new connections on a reuse-port group; a newer generation
     #: takes them all (see mlops_server.handover). None: this process alone is a generation.
     generation: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("TLS needs both a certificate file and a key file")
+        if self.tls_client_ca and not self.tls_certfile:
+            raise ValueError("client certificates (mTLS) need TLS: give a certificate file and a key file too")
+        if self.auth_token is not None and (not self.auth_token or any(c.isspace() for c in self.auth_token)):
+            raise ValueError("the auth token must be non-empty and without whitespace")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None
 
     @property
     def batching(self) -> bool:

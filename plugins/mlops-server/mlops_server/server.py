@@ -12,7 +12,12 @@ Lifecycle of one server process:
 3. SIGTERM or SIGINT: stop accepting (connections already queued on the
    listener are accepted first, then the listener closes), let in-flight
    requests finish (up to ``drain_timeout``), give idle keep-alive connections
-   ``DRAIN_IDLE_S`` for a request already on its way, exit 0.
+   ``protocol.DRAIN_IDLE_S`` for a request already on its way, exit 0.
+
+Connections are guarded by the limits of :mod:`.protocol` (header size and time,
+body time, idle keep-alive, connection count); requests by the app's (body size,
+in-flight body bytes, queue, timeout, optional bearer token); TLS and mutual TLS
+come from uvicorn's ``ssl_*`` settings.
 
 ``workers > 1`` starts that many such processes, each binding the port with
 SO_REUSEPORT (the kernel spreads connections), under a small supervisor that
@@ -93,16 +98,17 @@ def _uvicorn_server(app: Any, config: ServerConfig, listener: Any = None) -> Any
         loop = "uvloop"
     except ImportError:  # pragma: no cover - Windows
         loop = "asyncio"
-    try:
-        http: Any = _draining_httptools_protocol()
-    except ImportError:  # pragma: no cover - httptools is a dependency
-        http = "h11"
+    from .protocol import ConnectionLimits, http_protocol_class
+    from .security import ssl_options
 
+    limits = ConnectionLimits(max_header_bytes=config.max_header_bytes, header_timeout=config.header_timeout,
+                              body_timeout=config.body_timeout,
+                              max_connections=config.max_connections or _default_max_connections())
     ucfg = uvicorn.Config(
-        app, host=config.host, port=config.port, loop=loop, http=http, lifespan="on", access_log=False,
-        log_level=config.log_level, timeout_keep_alive=int(max(1, config.keep_alive)),
+        app, host=config.host, port=config.port, loop=loop, http=http_protocol_class(limits), lifespan="on",
+        access_log=False, log_level=config.log_level, timeout_keep_alive=config.keep_alive,  # type: ignore[arg-type]
         timeout_graceful_shutdown=int(max(1, config.drain_timeout)), server_header=False, date_header=False,
-        log_config=None,
+        log_config=None, **ssl_options(config.tls_certfile, config.tls_keyfile, config.tls_client_ca),
     )
 
     class _Server(uvicorn.Server):
@@ -137,7 +143,7 @@ def _uvicorn_server(app: Any, config: ServerConfig, listener: Any = None) -> Any
                                             _loop=loop)
                 for conn in pending:
                     try:
-                        await loop.connect_accepted_socket(factory, conn)
+                        await loop.connect_accepted_socket(factory, conn, ssl=self.config.ssl)
                     except Exception as exc:  # noqa: BLE001 - one bad connection must not stop the drain
                         log.warning("could not serve a connection accepted while draining: %s", exc)
                         conn.close()
@@ -147,41 +153,26 @@ def _uvicorn_server(app: Any, config: ServerConfig, listener: Any = None) -> Any
     return _Server(ucfg)
 
 
-#: On shutdown, an idle keep-alive connection stays open this long for a request already on its way.
-DRAIN_IDLE_S = 1.0
+#: File descriptors kept out of the connection limit: model files, threads' pipes, logs, the listener.
+FD_RESERVE = 128
 
 
-def _draining_httptools_protocol() -> type:
-    """uvicorn's httptools protocol, with a kinder shutdown for idle keep-alive connections.
-
-    uvicorn closes a keep-alive connection at once when it is between two requests,
-    so a request the client sent in that instant is lost (a read error for the
-    client; it may not retry a POST). Instead, such a connection gets ``DRAIN_IDLE_S``
-    to deliver its next request, which is answered with ``Connection: close``; only
-    a connection that stays idle is closed. Busy connections answer their current
-    request with ``Connection: close`` as before.
-    """
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    class DrainingHttpToolsProtocol(HttpToolsProtocol):
-        _draining = False
-
-        def shutdown(self) -> None:
-            idle = self.cycle is None or self.cycle.response_complete
-            if not idle or not hasattr(self, "timeout_keep_alive_task"):
-                super().shutdown()
-                return
-            self._draining = True
-            if self.timeout_keep_alive_task is not None:
-                self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = self.loop.call_later(DRAIN_IDLE_S, self.timeout_keep_alive_handler)
-
-        def on_headers_complete(self) -> None:
-            super().on_headers_complete()
-            if self._draining and self.cycle is not None:
-                self.cycle.keep_alive = False  # answer, then close: "Connection: close"
-
-    return DrainingHttpToolsProtocol
+def _default_max_connections() -> int | None:
+    """Raise the soft open-file limit to the hard one, and keep ``FD_RESERVE`` of it for the process itself."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(16, soft - FD_RESERVE)
 
 
 def _start_monitors() -> tuple[Any, int | None]:
@@ -316,7 +307,9 @@ def serve(config: ServerConfig, argv: Sequence[str] | None = None) -> int:
     generation = config.generation or f"{os.getpid()}-{time.time_ns()}"
     cmd = [sys.executable, "-m", "mlops_server", *_strip_workers(argv), "--workers", "1", "--reuse-port",
            "--handover-generation", generation]
-    children = [subprocess.Popen(cmd) for _ in range(config.workers)]
+    # The token reaches the workers through their environment (readable only by this user), never argv.
+    env = {**os.environ, "MLOPS_SERVER_AUTH_TOKEN": config.auth_token} if config.auth_token else None
+    children = [subprocess.Popen(cmd, env=env) for _ in range(config.workers)]
     log.info("supervisor %d started %d workers: %s", os.getpid(), len(children), [c.pid for c in children])
     stopping = threading.Event()
 

@@ -35,18 +35,33 @@ def free_port() -> int:
 
 
 class RunningServer:
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path, *, scheme: str = "http",
+                 verify: Any = None, cert: Any = None, headers: dict[str, str] | None = None) -> None:
         self.proc = proc
         self.port = port
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{scheme}://127.0.0.1:{port}"
         self.log = log
         self.session = requests.Session()
+        self.probe_kw: dict[str, Any] = {}
+        if verify is not None:
+            self.session.verify = self.probe_kw["verify"] = verify
+        if cert is not None:
+            self.session.cert = self.probe_kw["cert"] = cert
+        if headers:
+            self.session.headers.update(headers)
+            self.probe_kw["headers"] = headers
 
     def get(self, path: str, **kw: Any) -> requests.Response:
-        return self.session.get(self.url + path, timeout=30, **kw)
+        return self.session.get(self.url + path, timeout=30, **self._tls(kw))
 
     def post(self, path: str, **kw: Any) -> requests.Response:
-        return self.session.post(self.url + path, timeout=30, **kw)
+        return self.session.post(self.url + path, timeout=30, **self._tls(kw))
+
+    def _tls(self, kw: dict[str, Any]) -> dict[str, Any]:
+        # Per request: requests lets $REQUESTS_CA_BUNDLE override a session's own `verify`.
+        if "verify" in self.probe_kw:
+            kw.setdefault("verify", self.probe_kw["verify"])
+        return kw
 
     def infer(self, model: str, inputs: list[dict], **extra: Any) -> requests.Response:
         return self.post(f"/v2/models/{model}/infer", json={"inputs": inputs, **extra})
@@ -57,7 +72,7 @@ class RunningServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
             with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
+                if requests.get(self.url + "/v2/health/ready", timeout=2, **self.probe_kw).status_code == 200:
                     return
             time.sleep(0.05)
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()}")
@@ -68,7 +83,7 @@ class RunningServer:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log.read_text()}")
             with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url + "/v2/health/live", timeout=2).status_code == 200:
+                if requests.get(self.url + "/v2/health/live", timeout=2, **self.probe_kw).status_code == 200:
                     return
             time.sleep(0.05)
         raise AssertionError(f"server not live after {timeout} s:\n{self.log.read_text()}")
@@ -87,7 +102,9 @@ class RunningServer:
 
 @contextlib.contextmanager
 def run_server(bundles: list[Path], *args: str, tmp: Path, wait: str = "ready",
-               env: dict[str, str] | None = None) -> Iterator[RunningServer]:
+               env: dict[str, str] | None = None, preexec_fn: Any = None,
+               scheme: str = "http", verify: Any = None, cert: Any = None,
+               headers: dict[str, str] | None = None) -> Iterator[RunningServer]:
     port = free_port()
     cmd = [sys.executable, "-m", "mlops_server"]
     for b in bundles:
@@ -96,8 +113,8 @@ def run_server(bundles: list[Path], *args: str, tmp: Path, wait: str = "ready",
     log = tmp / f"server-{port}.log"
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env)
-    server = RunningServer(proc, port, log)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, preexec_fn=preexec_fn)
+    server = RunningServer(proc, port, log, scheme=scheme, verify=verify, cert=cert, headers=headers)
     try:
         if wait == "ready":
             server.wait_ready()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,7 +87,14 @@ class SlowToLoad(Echo):
         self.delay = 3.0  # a non-empty state, so unpickling calls __setstate__
 
     def __setstate__(self, state: dict) -> None:
-        time.sleep(state["delay"])
+        gate = os.environ.get("MLOPS_TEST_LOAD_GATE")
+        if gate:  # tests synchronise on files: "<gate>.started" appears, loading ends once "<gate>.release" does
+            Path(gate + ".started").touch()
+            deadline = time.monotonic() + 60
+            while not Path(gate + ".release").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        else:
+            time.sleep(state["delay"])
         self.__dict__.update(state)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -47,8 +48,23 @@ def _connect(port: int, n: int) -> list[socket.socket]:
     return [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(n)]
 
 
-def _queued(listener) -> int:
-    time.sleep(0.05)  # let the loopback handshakes complete
+def _backlog(sock: socket.socket) -> int:
+    """Connections waiting in a listening socket's accept queue (Linux: tcpi_unacked of TCP_INFO)."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return struct.unpack_from("<I", info, 24)[0]
+
+
+def _wait_queued(socks: list[socket.socket], expected: int, timeout: float = 30.0) -> None:
+    """Wait until the kernel has queued ``expected`` connections on ``socks`` (handshakes complete)."""
+    deadline = time.monotonic() + timeout
+    while sum(_backlog(s) for s in socks) < expected:
+        assert time.monotonic() < deadline, f"{expected} connections never reached the accept queues"
+        time.sleep(0.005)
+
+
+def _queued(listener, expect: int | None = None) -> int:
+    if expect is not None:
+        _wait_queued([listener.sock], expect)
     conns = accept_pending(listener.sock)
     for c in conns:
         c.close()
@@ -59,9 +75,9 @@ def test_accept_pending_takes_every_queued_connection():
     listener = bind_listener("127.0.0.1", 0, reuse_port=False)
     clients = _connect(listener.port, 7)
     try:
-        assert _queued(listener) == 7
+        assert _queued(listener, expect=7) == 7
         clients += _connect(listener.port, 3)
-        time.sleep(0.05)
+        _wait_queued([listener.sock], 3)
         drained = listener.close()  # accepts what is queued, then closes
         assert len(drained) == 3
         assert listener.close() == []  # idempotent
@@ -78,21 +94,23 @@ def test_newest_generation_takes_new_connections_and_its_workers_share_them():
     try:
         assert old.mode == "steering"
         clients += _connect(port, 5)
-        assert _queued(old) == 5
+        assert _queued(old, expect=5) == 5
         new1 = bind_listener("127.0.0.1", port, reuse_port=True, generation="new")
         new2 = bind_listener("127.0.0.1", port, reuse_port=True, generation="new")
         clients += _connect(port, 200)
+        _wait_queued([old.sock, new1.sock, new2.sock], 200)
         got = (_queued(old), _queued(new1), _queued(new2))
         assert got[0] == 0 and got[1] + got[2] == 200
         assert got[1] > 20 and got[2] > 20  # random pick: both workers get a share
         assert old.close() == []  # nothing was queued on it
         clients += _connect(port, 200)
+        _wait_queued([new1.sock, new2.sock], 200)
         after = (_queued(new1), _queued(new2))
         assert sum(after) == 200 and min(after) > 0
         # The newest generation leaving (a failed update) gives the port back to what remains.
         new2.close()
         clients += _connect(port, 20)
-        assert _queued(new1) == 20
+        assert _queued(new1, expect=20) == 20
         new1.close()
     finally:
         for c in clients:
@@ -133,6 +151,7 @@ def test_no_connection_is_lost_while_the_old_listener_closes(new_workers):
             time.sleep(0.001)
         done.set()
         thread.join()
+        _wait_queued([n.sock for n in new], len(clients) - accepted[0] - len(drained))
         accepted[0] += len(drained) + sum(_queued(n) for n in new)
         assert not errors
         assert accepted[0] == len(clients)  # a connection reset in a closing queue is never accepted
@@ -160,7 +179,7 @@ def test_a_listener_the_state_does_not_know_turns_steering_off_safely():
     try:
         new = bind_listener("127.0.0.1", port, reuse_port=True, generation="new")
         clients += _connect(port, 90)
-        time.sleep(0.05)
+        _wait_queued([old.sock, foreign, new.sock], 90)
         counts = [len(accept_pending(s)) for s in (old.sock, foreign, new.sock)]
         assert sum(counts) == 90 and all(c > 0 for c in counts)  # spread over all, like the kernel's hash
         new.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -232,10 +233,18 @@ def test_sigterm_while_loading_exits_cleanly(tmp_path):
 
     bundle = tmp_path / "slow-load"
     save_bundle(tm.SlowToLoad(), bundle, signature=echo_signature("FP64"))
+    gate = str(tmp_path / "load-gate")
+    env = {**os.environ, "MLOPS_TEST_LOAD_GATE": gate}
     proc = subprocess.Popen([sys.executable, "-m", "mlops_server", "--bundle", str(bundle), "--port",
-                             str(free_port()), "--reuse-port"], stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # inside the 3 s unpickling (the interpreter itself starts well within it)
+                             str(free_port()), "--reuse-port"], stderr=subprocess.PIPE, text=True, env=env)
+    # The model's unpickling announces itself and then waits for the release file: the signal is
+    # sent while it loads (the server installs its handler before loading), whatever the machine's speed.
+    deadline = time.monotonic() + 60
+    while not Path(gate + ".started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the model never started loading"
+        time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
+    Path(gate + ".release").touch()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped before serving" in err

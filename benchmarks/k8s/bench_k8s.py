@@ -129,7 +129,13 @@ def main() -> int:
         images = build_images(work, tiny_base_layout(work / "base"), reg.host, "kit", kit, (1, 2))
         crd = REPO / "plugins" / "mlops-kubernetes" / "tests" / "data" / "kserve-inferenceservice-crd.json"
         cp.kubectl("apply", "--server-side", "-f", str(crd))
-        cp.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.kserve.io", "--timeout=60s")
+        deadline = time.monotonic() + 60  # polled: kubectl 1.20's `wait` fails while the CRD has no conditions yet
+        while not any(c["type"] == "Established" and c["status"] == "True" for c in (json.loads(cp.kubectl(
+                "get", "crd", "inferenceservices.serving.kserve.io", "-o", "json")[0].stdout).get("status") or {})
+                .get("conditions") or []):
+            if time.monotonic() > deadline:
+                raise SystemExit("the KServe CRD was not established in 60 s")
+            time.sleep(0.2)
 
         rows = []
         ours: dict[str, list[tuple[float, int]]] = {k: [] for k in ("create", "update", "noop", "kserve")}

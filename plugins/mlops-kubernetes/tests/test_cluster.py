@@ -306,7 +306,7 @@ def test_the_minimal_role_is_enough_to_deploy(k8s_cluster: Any, k8s_namespace: s
 # ------------------------------------------------------------------ KServe
 def test_kserve_flavor_without_the_crd_says_so(k8s_cluster: Any, tmp_path: Path, images: dict[int, ImageRef],
                                                kit: Any) -> None:
-    groups = kubectl_json(k8s_cluster, "get", "--raw", "/apis")
+    groups = json.loads(k8s_cluster.kubectl("get", "--raw", "/apis").stdout)
     if any(g["name"] == "serving.kserve.io" for g in groups["groups"]):
         pytest.skip("the KServe CRD is already installed in this session's cluster (test order)")
     ns = k8s_cluster.new_namespace()
@@ -320,8 +320,16 @@ def kserve_crd(k8s_cluster: Any) -> None:
     crd = HERE / "data" / "kserve-inferenceservice-crd.json"
     # Server-side: the CRD is too large for client-side apply's last-applied annotation.
     k8s_cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.kserve.io",
-                        "--timeout=60s")
+    # Polled: kubectl 1.20's `wait` fails outright while the CRD has no status conditions yet.
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        status = kubectl_json(k8s_cluster, "get", "crd", "inferenceservices.serving.kserve.io").get("status") or {}
+        if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
+            return
+        assert time.monotonic() < deadline, f"the CRD was not established in 60 s: {status}"
+        time.sleep(0.2)
 
 
 def test_kserve_inference_service_is_accepted(kserve_crd: None, deployer: Any, images: dict[int, ImageRef],

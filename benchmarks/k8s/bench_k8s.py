@@ -49,7 +49,8 @@ def free_port() -> int:
 class ControlPlane:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = {**os.environ, "MLOPS_K8S_PYTHON": sys.executable}
+        # The watch PID makes the control plane stop by itself should this process die without cleaning up.
+        self.env = {**os.environ, "MLOPS_K8S_PYTHON": sys.executable, "MLOPS_K8S_WATCH_PID": str(os.getpid())}
         for step in (["build"], ["start", str(root)]):
             out = subprocess.run(["bash", str(SCRIPT), *step], env=self.env, capture_output=True, text=True)
             if out.returncode != 0:
@@ -83,6 +84,7 @@ class ControlPlane:
 class Registry:
     def __init__(self, root: Path) -> None:
         self.host = f"127.0.0.1:{free_port()}"
+        root.mkdir(parents=True, exist_ok=True)
         (root / "config.yml").write_text(json.dumps({
             "version": 0.1, "log": {"level": "warn"}, "http": {"addr": self.host, "secret": "bench"},
             "storage": {"filesystem": {"rootdirectory": str(root / "data")}}}))
@@ -120,10 +122,14 @@ def main() -> int:
     from mlops_kubernetes.render import manifest_files, render
 
     work = Path(tempfile.mkdtemp(prefix="bench-k8s-"))
-    t0 = time.perf_counter()
-    cp = ControlPlane(work / "cp")
-    start_s = time.perf_counter() - t0
     reg = Registry(work / "registry")
+    t0 = time.perf_counter()
+    try:
+        cp = ControlPlane(work / "cp")
+    except BaseException:
+        reg.stop()
+        raise
+    start_s = time.perf_counter() - t0
     try:
         kit = save_kit_bundle(work / "bundle")
         images = build_images(work, tiny_base_layout(work / "base"), reg.host, "kit", kit, (1, 2))

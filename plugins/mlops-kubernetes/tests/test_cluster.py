@@ -421,6 +421,20 @@ def test_gitops_manifests_are_deterministic_and_the_api_server_accepts_them(
         manifest["spec"]["template"]["spec"]["containers"][0]["image"]
     assert live["spec"]["template"]["metadata"]["annotations"]["mlops.dev/bundle-digest"] == \
         manifest["spec"]["template"]["metadata"]["annotations"]["mlops.dev/bundle-digest"]
+    # The core's workflows on top: an update, a rollback (the deployment's options carried), doctor.
+    reg2 = _mlops("models", "save", str(kit.path), "--name", "iris", env=env, cwd=tmp_path)
+    assert reg2.returncode == 0, reg2.stderr
+    up = _mlops("deploy", "models:/iris/2", "--name", "iris", "--wait", "120", "--option", "replicas=2", "--json",
+                env=env, cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert (json.loads(up.stdout)["version"], json.loads(up.stdout)["previous_version"]) == (2, 1)
+    back = _mlops("deployments", "rollback", "iris", "--wait", "120", "--json", env=env, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert (json.loads(back.stdout)["version"], json.loads(back.stdout)["previous_version"]) == (1, 2)
+    assert kubectl_json(k8s_cluster, "-n", ns, "get", "deployment", "iris")["spec"]["replicas"] == 2
+    doctor = _mlops("doctor", "deployer", env=env, cwd=tmp_path)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "Kubernetes v1.20.2" in doctor.stdout and f"registry {oci_registry.host} answers" in doctor.stdout
     bad = _mlops("k8s", "manifests", "models:/iris@prod", "-o", str(out_a), "--option", "replica=2", env=env,
                  cwd=tmp_path)
     assert bad.returncode == 2 and "error: unknown kubernetes option(s) replica" in bad.stderr

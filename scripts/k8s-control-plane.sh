@@ -12,8 +12,11 @@
 #
 # Environment: MLOPS_K8S_CACHE (cache folder, default ~/.cache/mlops-core/k8s-1.20.2), MLOPS_K8S_PYTHON (the
 # Python that runs the simulated kubelet; needs the `kubernetes` package; default .venv/bin/python, then python3),
-# MLOPS_K8S_IMAGE_REGISTRY_INSECURE (comma separated host:port the kubelet may reach over plain http besides
-# loopback), MLOPS_K8S_START_TIMEOUT (seconds, default 120), MLOPS_K8S_BUILD_JOBS (go build -p, default 2).
+# MLOPS_K8S_ALLOWED_REGISTRIES / MLOPS_K8S_IMAGE_REGISTRY_INSECURE (comma separated non-loopback registries the
+# kubelet may contact over https / http; none by default), MLOPS_K8S_NODE_NAME (default sim-node-0),
+# MLOPS_K8S_WATCH_PID (stop the control plane when this process dies), MLOPS_K8S_START_TIMEOUT (seconds per
+# component, default 120), MLOPS_K8S_STOP_TIMEOUT (seconds before KILL, default 15), MLOPS_K8S_BUILD_JOBS
+# (go build -p, default 2).
 #
 # No kubelet or kubemark is ever built or run from the Kubernetes tree: their in-tree cloud credential providers
 # contact the cloud metadata address, which is not on loopback. The simulated kubelet runs no containers.
@@ -405,7 +408,7 @@ cmd_env() {
   sed 's/^/export /' "$DIR/env"
 }
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 main() {
   [ $# -ge 1 ] || usage

@@ -194,6 +194,56 @@ def test_hpa_and_pdb_use_the_versions_the_cluster_serves(deployer: Any, images: 
     assert left == ""
 
 
+def _wait_established(cluster: Any, name: str) -> None:
+    # Polled: kubectl 1.20's `wait` fails outright while a CRD has no status conditions yet.
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        status = kubectl_json(cluster, "get", "crd", name).get("status") or {}
+        if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
+            return
+        assert time.monotonic() < deadline, f"CRD {name} was not established in 60 s: {status}"
+        time.sleep(0.2)
+
+
+def test_service_monitor_replaces_scrape_annotations_when_its_crd_exists(
+        images: dict[int, ImageRef], kit: Any, k8s_cluster: Any, k8s_namespace: str, tmp_path: Path) -> None:
+    """Discovery-driven: with a ServiceMonitor CRD the deployer writes one instead of prometheus.io annotations.
+
+    The CRD here is a stand-in with an open schema (x-kubernetes-preserve-unknown-fields), not the Prometheus
+    operator's: it gives the API server the monitoring.coreos.com/v1 group, which is what the deployer looks for.
+    """
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+           "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                    "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor",
+                              "listKind": "ServiceMonitorList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    ns = k8s_namespace
+    k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    try:
+        _wait_established(k8s_cluster, "servicemonitors.monitoring.coreos.com")
+        d = make_deployer(tmp_path, k8s_cluster.kubeconfig, ns)
+        assert d.api_versions().service_monitor is True
+        d.deploy(spec("iris", "kit", 1, images[1], kit), wait=120)
+        sm = kubectl_json(k8s_cluster, "-n", ns, "get", "servicemonitors.monitoring.coreos.com", "iris")
+        svc = kubectl_json(k8s_cluster, "-n", ns, "get", "service", "iris")
+        assert sm["spec"]["endpoints"] == [{"interval": "30s", "path": "/metrics", "port": "http"}]
+        assert all(svc["metadata"]["labels"][k] == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+        dep = kubectl_json(k8s_cluster, "-n", ns, "get", "deployment", "iris")
+        assert "prometheus.io/scrape" not in dep["spec"]["template"]["metadata"]["annotations"]
+        # Turned off: the ServiceMonitor goes, the annotations come back.
+        d.deploy(spec("iris", "kit", 1, images[1], kit, service_monitor="false"), wait=120)
+        assert k8s_cluster.kubectl("-n", ns, "get", "servicemonitors.monitoring.coreos.com", "-o", "name").stdout == ""
+        dep = kubectl_json(k8s_cluster, "-n", ns, "get", "deployment", "iris")
+        assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+        d.close()
+    finally:
+        k8s_cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=true", check=False)
+
+
 # ------------------------------------------------------------------ reads
 def test_logs_say_why_they_are_unavailable(deployer: Any, images: dict[int, ImageRef], kit: Any) -> None:
     """Logs come from the kubelet through the API server; the simulated kubelet serves none (a boundary of
@@ -320,16 +370,7 @@ def kserve_crd(k8s_cluster: Any) -> None:
     crd = HERE / "data" / "kserve-inferenceservice-crd.json"
     # Server-side: the CRD is too large for client-side apply's last-applied annotation.
     k8s_cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    # Polled: kubectl 1.20's `wait` fails outright while the CRD has no status conditions yet.
-    import time
-
-    deadline = time.monotonic() + 60
-    while True:
-        status = kubectl_json(k8s_cluster, "get", "crd", "inferenceservices.serving.kserve.io").get("status") or {}
-        if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
-            return
-        assert time.monotonic() < deadline, f"the CRD was not established in 60 s: {status}"
-        time.sleep(0.2)
+    _wait_established(k8s_cluster, "inferenceservices.serving.kserve.io")
 
 
 def test_kserve_inference_service_is_accepted(kserve_crd: None, deployer: Any, images: dict[int, ImageRef],

@@ -12,8 +12,11 @@
 #
 # Environment: MLOPS_K8S_CACHE (cache folder, default ~/.cache/mlops-core/k8s-1.20.2), MLOPS_K8S_PYTHON (the
 # Python that runs the simulated kubelet; needs the `kubernetes` package; default .venv/bin/python, then python3),
-# MLOPS_K8S_IMAGE_REGISTRY_INSECURE (comma separated host:port the kubelet may reach over plain http besides
-# loopback), MLOPS_K8S_START_TIMEOUT (seconds, default 120), MLOPS_K8S_BUILD_JOBS (go build -p, default 2).
+# MLOPS_K8S_ALLOWED_REGISTRIES / MLOPS_K8S_IMAGE_REGISTRY_INSECURE (comma separated non-loopback registries the
+# kubelet may contact over https / http; none by default), MLOPS_K8S_NODE_NAME (default sim-node-0),
+# MLOPS_K8S_WATCH_PID (stop the control plane when this process dies), MLOPS_K8S_START_TIMEOUT (seconds per
+# component, default 120), MLOPS_K8S_STOP_TIMEOUT (seconds before KILL, default 15), MLOPS_K8S_BUILD_JOBS
+# (go build -p, default 2).
 #
 # No kubelet or kubemark is ever built or run from the Kubernetes tree: their in-tree cloud credential providers
 # contact the cloud metadata address, which is not on loopback. The simulated kubelet runs no containers.
@@ -148,24 +151,30 @@ cmd_build() {
   exec 9>&-  # release the lock: the components started next must not inherit it
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+free_ports() {  # N distinct free loopback ports, one a line
+  python3 -c '
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
 # Certificates: one CA signs the apiserver's serving cert and every client cert (admin, controller-manager,
-# scheduler, the simulated node); a separate key pair signs service account tokens.
+# scheduler, the simulated node); a separate key pair signs service account tokens (ES256). ECDSA P-256 keys
+# throughout: RSA key generation alone took over 10 s on a loaded 2-core machine.
 make_certs() {
   local d="$1/pki"
   mkdir -p "$d"
   (
     cd "$d"
     umask 077
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=mlops-test-ca" \
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=mlops-test-ca" \
       -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    openssl genrsa -out sa.key 2048 2>/dev/null
-    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    openssl ecparam -name prime256v1 -genkey -noout -out sa.key 2>/dev/null
+    openssl ec -in sa.key -pubout -out sa.pub 2>/dev/null
     sign() {  # name subject extensions
-      openssl req -new -newkey rsa:2048 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$1.key" -out "$1.csr" -subj "$2" 2>/dev/null
       printf '%s\n' "$3" >"$1.ext"
       openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -out "$1.crt" -days 3650 \
         -extfile "$1.ext" 2>/dev/null
@@ -275,7 +284,7 @@ cmd_start() {
   py="$(kubelet_python)"
   if [ -f "$DIR/apiserver.pid" ] && alive apiserver; then die "a control plane already runs in $DIR; hint: '$0 stop $DIR' first"; fi
   local etcd_port etcd_peer api_port cm_port sched_port
-  etcd_port="$(free_port)"; etcd_peer="$(free_port)"; api_port="$(free_port)"; cm_port="$(free_port)"; sched_port="$(free_port)"
+  { read -r etcd_port; read -r etcd_peer; read -r api_port; read -r cm_port; read -r sched_port; } < <(free_ports 5)
   SERVER="https://127.0.0.1:$api_port"
   rm -rf "$DIR/pki" "$DIR/etcd"
   make_certs "$DIR"
@@ -291,6 +300,7 @@ cmd_start() {
     --initial-cluster "mlops-test=http://127.0.0.1:$etcd_peer" --initial-cluster-state new \
     --quota-backend-bytes $((512 * 1024 * 1024)) --snapshot-count 10000 --log-level warn
   wait_for etcd "$timeout" curl -fsS --max-time 2 "http://127.0.0.1:$etcd_port/health"
+  log "etcd ready after $((SECONDS - t0)) s"
 
   spawn apiserver "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
@@ -310,6 +320,7 @@ cmd_start() {
     --allow-privileged=true --profiling=false --event-ttl 1h --endpoint-reconciler-type lease \
     --cert-dir "$pki"
   wait_for apiserver "$timeout" api_get /readyz
+  log "kube-apiserver ready after $((SECONDS - t0)) s"
 
   spawn controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$DIR/controller-manager.kubeconfig" \
@@ -329,6 +340,7 @@ cmd_start() {
     --leader-elect=false --profiling=false
   spawn kubelet "$py" "$HERE/k8s/sim_kubelet.py" --kubeconfig "$DIR/node.kubeconfig" --node-name "$NODE_NAME"
   wait_for kubelet "$timeout" node_ready
+  log "node $NODE_NAME ready after $((SECONDS - t0)) s"
   local c
   for c in controller-manager scheduler; do alive "$c" || fail_start "$c" "exited during start-up"; done
   # The controller-manager's token controller must have made the default service account's token, or the
@@ -350,19 +362,28 @@ ENV
 
 COMPONENTS=(kubelet scheduler controller-manager apiserver etcd)
 
+stop_group() {  # components stopped together: TERM, then KILL after MLOPS_K8S_STOP_TIMEOUT seconds
+  local c pid pids=() deadline=$((SECONDS + ${MLOPS_K8S_STOP_TIMEOUT:-15}))
+  for c in "$@"; do
+    pid="$(cat "$DIR/$c.pid" 2>/dev/null)" || continue
+    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+  done
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do
+      if [ $SECONDS -ge $deadline ]; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.1; break; fi
+      sleep 0.05
+    done
+  done
+  for c in "$@"; do rm -f "$DIR/$c.pid"; done
+}
+
 cmd_stop() {
   DIR="$(cd "$1" 2>/dev/null && pwd)" || return 0
-  local c pid deadline
-  for c in "${COMPONENTS[@]}"; do
-    pid="$(cat "$DIR/$c.pid" 2>/dev/null)" || continue
-    [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
-    deadline=$((SECONDS + ${MLOPS_K8S_STOP_TIMEOUT:-10}))
-    while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do
-      if [ $SECONDS -ge $deadline ]; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.1; break; fi
-      sleep 0.1
-    done
-    rm -f "$DIR/$c.pid"
-  done
+  local pid
+  # The clients first, then the apiserver, then its storage.
+  stop_group kubelet scheduler controller-manager
+  stop_group apiserver
+  stop_group etcd
   # The watchdog last: it may be the caller of this very stop.
   pid="$(cat "$DIR/watchdog.pid" 2>/dev/null)" || pid=""
   rm -f "$DIR/watchdog.pid"
@@ -387,7 +408,7 @@ cmd_env() {
   sed 's/^/export /' "$DIR/env"
 }
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 main() {
   [ $# -ge 1 ] || usage

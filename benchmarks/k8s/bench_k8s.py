@@ -49,7 +49,8 @@ def free_port() -> int:
 class ControlPlane:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.env = {**os.environ, "MLOPS_K8S_PYTHON": sys.executable}
+        # The watch PID makes the control plane stop by itself should this process die without cleaning up.
+        self.env = {**os.environ, "MLOPS_K8S_PYTHON": sys.executable, "MLOPS_K8S_WATCH_PID": str(os.getpid())}
         for step in (["build"], ["start", str(root)]):
             out = subprocess.run(["bash", str(SCRIPT), *step], env=self.env, capture_output=True, text=True)
             if out.returncode != 0:
@@ -83,6 +84,7 @@ class ControlPlane:
 class Registry:
     def __init__(self, root: Path) -> None:
         self.host = f"127.0.0.1:{free_port()}"
+        root.mkdir(parents=True, exist_ok=True)
         (root / "config.yml").write_text(json.dumps({
             "version": 0.1, "log": {"level": "warn"}, "http": {"addr": self.host, "secret": "bench"},
             "storage": {"filesystem": {"rootdirectory": str(root / "data")}}}))
@@ -120,16 +122,26 @@ def main() -> int:
     from mlops_kubernetes.render import manifest_files, render
 
     work = Path(tempfile.mkdtemp(prefix="bench-k8s-"))
-    t0 = time.perf_counter()
-    cp = ControlPlane(work / "cp")
-    start_s = time.perf_counter() - t0
     reg = Registry(work / "registry")
+    t0 = time.perf_counter()
+    try:
+        cp = ControlPlane(work / "cp")
+    except BaseException:
+        reg.stop()
+        raise
+    start_s = time.perf_counter() - t0
     try:
         kit = save_kit_bundle(work / "bundle")
         images = build_images(work, tiny_base_layout(work / "base"), reg.host, "kit", kit, (1, 2))
         crd = REPO / "plugins" / "mlops-kubernetes" / "tests" / "data" / "kserve-inferenceservice-crd.json"
         cp.kubectl("apply", "--server-side", "-f", str(crd))
-        cp.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.kserve.io", "--timeout=60s")
+        deadline = time.monotonic() + 60  # polled: kubectl 1.20's `wait` fails while the CRD has no conditions yet
+        while not any(c["type"] == "Established" and c["status"] == "True" for c in (json.loads(cp.kubectl(
+                "get", "crd", "inferenceservices.serving.kserve.io", "-o", "json")[0].stdout).get("status") or {})
+                .get("conditions") or []):
+            if time.monotonic() > deadline:
+                raise SystemExit("the KServe CRD was not established in 60 s")
+            time.sleep(0.2)
 
         rows = []
         ours: dict[str, list[tuple[float, int]]] = {k: [] for k in ("create", "update", "noop", "kserve")}

@@ -398,7 +398,7 @@ class KubernetesDeployer(Deployer):
                 f"version {previous.version} keeps serving",
                 reason=failure.reason, hint=failure.hint or "fix the image or model and deploy again")
         if previous is None:
-            self._delete_all(inp.name, inp.config.namespace, inp.config.flavor, wait=False)
+            self._delete_all(inp.name, inp.config.namespace, inp.config.flavor, wait=True)
             return RolloutFailedError(f"deploy of {what} failed ({failure.reason}): {failure.message}; the new "
                                       "objects were removed", reason=failure.reason,
                                       hint=failure.hint or "fix the image or model and deploy again")

@@ -36,11 +36,27 @@ REGISTRY_BIN = "/usr/bin/docker-registry"
 K8S_FIXTURES = {"k8s_cluster", "oci_registry", "k8s_namespace"}
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    loadgroup = bool(config.getvalue("loadgroup")) if hasattr(config.option, "loadgroup") else False
     for item in items:
-        if K8S_FIXTURES & set(getattr(item, "fixturenames", ())):
+        uses = K8S_FIXTURES & set(getattr(item, "fixturenames", ()))
+        marked = any(m.args[:1] == ("k8s",) or m.kwargs.get("name") == "k8s" for m in item.iter_markers("xdist_group"))
+        if not (uses or marked):
+            continue
+        if not marked:
             item.add_marker(pytest.mark.xdist_group("k8s"))
+        # pytest-xdist's loadgroup groups by an "@group" suffix it writes to item._nodeid; pytest >= 9 keeps the
+        # node id in item._id, so the suffix is lost and the group's tests spread over workers (each starting a
+        # cluster of its own). Set it where this pytest reads it.
+        if loadgroup and "@" not in item.nodeid:
+            suffixed = f"{item.nodeid}@k8s"
+            if hasattr(item, "_id"):
+                from _pytest.nodeid import NodeId
+
+                item._id = NodeId.parse(suffixed)
+            else:
+                item._nodeid = suffixed
 
 
 def _tail(path: Path, lines: int = 40) -> str:

@@ -194,6 +194,56 @@ def test_hpa_and_pdb_use_the_versions_the_cluster_serves(deployer: Any, images: 
     assert left == ""
 
 
+def _wait_established(cluster: Any, name: str) -> None:
+    # Polled: kubectl 1.20's `wait` fails outright while a CRD has no status conditions yet.
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        status = kubectl_json(cluster, "get", "crd", name).get("status") or {}
+        if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
+            return
+        assert time.monotonic() < deadline, f"CRD {name} was not established in 60 s: {status}"
+        time.sleep(0.2)
+
+
+def test_service_monitor_replaces_scrape_annotations_when_its_crd_exists(
+        images: dict[int, ImageRef], kit: Any, k8s_cluster: Any, k8s_namespace: str, tmp_path: Path) -> None:
+    """Discovery-driven: with a ServiceMonitor CRD the deployer writes one instead of prometheus.io annotations.
+
+    The CRD here is a stand-in with an open schema (x-kubernetes-preserve-unknown-fields), not the Prometheus
+    operator's: it gives the API server the monitoring.coreos.com/v1 group, which is what the deployer looks for.
+    """
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+           "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                    "names": {"kind": "ServiceMonitor", "plural": "servicemonitors", "singular": "servicemonitor",
+                              "listKind": "ServiceMonitorList"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                        "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    ns = k8s_namespace
+    k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps(crd))
+    try:
+        _wait_established(k8s_cluster, "servicemonitors.monitoring.coreos.com")
+        d = make_deployer(tmp_path, k8s_cluster.kubeconfig, ns)
+        assert d.api_versions().service_monitor is True
+        d.deploy(spec("iris", "kit", 1, images[1], kit), wait=120)
+        sm = kubectl_json(k8s_cluster, "-n", ns, "get", "servicemonitors.monitoring.coreos.com", "iris")
+        svc = kubectl_json(k8s_cluster, "-n", ns, "get", "service", "iris")
+        assert sm["spec"]["endpoints"] == [{"interval": "30s", "path": "/metrics", "port": "http"}]
+        assert all(svc["metadata"]["labels"][k] == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+        dep = kubectl_json(k8s_cluster, "-n", ns, "get", "deployment", "iris")
+        assert "prometheus.io/scrape" not in dep["spec"]["template"]["metadata"]["annotations"]
+        # Turned off: the ServiceMonitor goes, the annotations come back.
+        d.deploy(spec("iris", "kit", 1, images[1], kit, service_monitor="false"), wait=120)
+        assert k8s_cluster.kubectl("-n", ns, "get", "servicemonitors.monitoring.coreos.com", "-o", "name").stdout == ""
+        dep = kubectl_json(k8s_cluster, "-n", ns, "get", "deployment", "iris")
+        assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+        d.close()
+    finally:
+        k8s_cluster.kubectl("delete", "crd", "servicemonitors.monitoring.coreos.com", "--wait=true", check=False)
+
+
 # ------------------------------------------------------------------ reads
 def test_logs_say_why_they_are_unavailable(deployer: Any, images: dict[int, ImageRef], kit: Any) -> None:
     """Logs come from the kubelet through the API server; the simulated kubelet serves none (a boundary of
@@ -306,7 +356,7 @@ def test_the_minimal_role_is_enough_to_deploy(k8s_cluster: Any, k8s_namespace: s
 # ------------------------------------------------------------------ KServe
 def test_kserve_flavor_without_the_crd_says_so(k8s_cluster: Any, tmp_path: Path, images: dict[int, ImageRef],
                                                kit: Any) -> None:
-    groups = kubectl_json(k8s_cluster, "get", "--raw", "/apis")
+    groups = json.loads(k8s_cluster.kubectl("get", "--raw", "/apis").stdout)
     if any(g["name"] == "serving.kserve.io" for g in groups["groups"]):
         pytest.skip("the KServe CRD is already installed in this session's cluster (test order)")
     ns = k8s_cluster.new_namespace()
@@ -320,8 +370,7 @@ def kserve_crd(k8s_cluster: Any) -> None:
     crd = HERE / "data" / "kserve-inferenceservice-crd.json"
     # Server-side: the CRD is too large for client-side apply's last-applied annotation.
     k8s_cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/inferenceservices.serving.kserve.io",
-                        "--timeout=60s")
+    _wait_established(k8s_cluster, "inferenceservices.serving.kserve.io")
 
 
 def test_kserve_inference_service_is_accepted(kserve_crd: None, deployer: Any, images: dict[int, ImageRef],
@@ -413,6 +462,20 @@ def test_gitops_manifests_are_deterministic_and_the_api_server_accepts_them(
         manifest["spec"]["template"]["spec"]["containers"][0]["image"]
     assert live["spec"]["template"]["metadata"]["annotations"]["mlops.dev/bundle-digest"] == \
         manifest["spec"]["template"]["metadata"]["annotations"]["mlops.dev/bundle-digest"]
+    # The core's workflows on top: an update, a rollback (the deployment's options carried), doctor.
+    reg2 = _mlops("models", "save", str(kit.path), "--name", "iris", env=env, cwd=tmp_path)
+    assert reg2.returncode == 0, reg2.stderr
+    up = _mlops("deploy", "models:/iris/2", "--name", "iris", "--wait", "120", "--option", "replicas=2", "--json",
+                env=env, cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert (json.loads(up.stdout)["version"], json.loads(up.stdout)["previous_version"]) == (2, 1)
+    back = _mlops("deployments", "rollback", "iris", "--wait", "120", "--json", env=env, cwd=tmp_path)
+    assert back.returncode == 0, back.stderr
+    assert (json.loads(back.stdout)["version"], json.loads(back.stdout)["previous_version"]) == (1, 2)
+    assert kubectl_json(k8s_cluster, "-n", ns, "get", "deployment", "iris")["spec"]["replicas"] == 2
+    doctor = _mlops("doctor", "deployer", env=env, cwd=tmp_path)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    assert "Kubernetes v1.20.2" in doctor.stdout and f"registry {oci_registry.host} answers" in doctor.stdout
     bad = _mlops("k8s", "manifests", "models:/iris@prod", "-o", str(out_a), "--option", "replica=2", env=env,
                  cwd=tmp_path)
     assert bad.returncode == 2 and "error: unknown kubernetes option(s) replica" in bad.stderr

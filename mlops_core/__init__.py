@@ -30,6 +30,9 @@ __all__ = [
     "build",
     "deploy",
     "deployed",
+    "copy_version",
+    "gc",
+    "sign",
     "rollback",
     "undeploy",
     "get_model",
@@ -60,7 +63,8 @@ _LAZY = {
     "set_tag": "api", "delete_model": "api", "delete_version": "api", "build": "api",
     "deploy": "api", "deployed": "api", "rollback": "api", "undeploy": "api", "get_model": "api",
     "set_description": "api", "deployments": "api", "deployment": "api", "deployment_logs": "api",
-    "resolve_bundle": "api", "set_stack": "api", "use_stack": "api",
+    "resolve_bundle": "api", "set_stack": "api", "use_stack": "api", "copy_version": "api", "gc": "api",
+    "sign": "api",
     "hookimpl": "plugins", "backend": "catalog", "get_plugin_manager": "plugins",
     "save_bundle": "bundle", "load_bundle": "bundle", "verify_bundle": "bundle",
     "Stack": "stack",
@@ -68,10 +72,10 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import (build, delete_alias, delete_model, delete_version, deploy, deployed, deployment,
+    from .api import (build, copy_version, delete_alias, delete_model, delete_version, deploy, deployed, deployment,
                       deployment_logs, deployments, get_model, get_stack, list_models, list_versions, load, register,
                       resolve, resolve_bundle, rollback, save, set_alias, set_description, set_stack, set_tag,
-                      undeploy, use_stack)
+                      undeploy, use_stack, gc, sign)
     from .catalog import backend
     from .bundle import load_bundle, save_bundle, verify_bundle
     from .errors import MlopsError

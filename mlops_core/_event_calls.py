@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
-    from .entities import Alert, AliasChange, Deployment, DeploymentAction, DriftReport, ImageRef, ModelVersion, PredictionEvent
+    from .entities import Alert, AliasChange, Deployment, DeploymentAction, DriftReport, ImageRef, ModelVersion, PredictionBatch, PredictionEvent
 
 
 class EventCalls:
@@ -49,6 +49,10 @@ class EventCalls:
     def predictions_served(self, event: PredictionEvent) -> None:
         """A model server answered a prediction call (one request, or one adaptive batch). Fires ``mlops_predictions_served``."""
         self._broadcast("mlops_predictions_served", event=event)
+
+    def predictions_batch(self, batch: PredictionBatch) -> None:
+        """Prediction calls of one model version, delivered together (about every 200 ms while serving). Fires ``mlops_predictions_batch``."""
+        self._broadcast("mlops_predictions_batch", batch=batch)
 
     def drift_detected(self, report: DriftReport) -> None:
         """A drift monitor found a feature whose score crossed its threshold. Fires ``mlops_drift_detected``."""

@@ -115,6 +115,10 @@ _ARGUMENT_CHECKS: Mapping[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+#: Served predictions, routed per plugin between the per-call and the batch hook (see ``_route_predictions``).
+_PREDICTION_HOOKS = frozenset({"mlops_predictions_served", "mlops_predictions_batch"})
+
+
 class EventDispatcher(EventCalls):
     """Delivers events to the implementations in ``sources``, each isolated (see the module docstring)."""
 
@@ -163,6 +167,8 @@ class EventDispatcher(EventCalls):
             self._parent._count_error(key)
 
     def _broadcast(self, hook_name: str, _impls: list[Any] | None = None, **kwargs: Any) -> list[Any]:
+        if _impls is None and hook_name in _PREDICTION_HOOKS:
+            return self._route_predictions(hook_name, kwargs)
         check = _ARGUMENT_CHECKS.get(hook_name)
         if check is not None:
             check(kwargs)
@@ -199,25 +205,30 @@ class EventDispatcher(EventCalls):
         """Whether any plugin listens for served predictions (per call or per batch)."""
         return self.has_listeners("mlops_predictions_batch") or self.has_listeners("mlops_predictions_served")
 
-    def predictions_served(self, event: Any) -> None:
-        """One served call: as itself to per-call listeners, as a batch of one to batch listeners."""
-        batch, per_call = self._prediction_split()
-        if per_call:
-            self._broadcast("mlops_predictions_served", per_call, event=event)
-        if batch:
-            from .entities import PredictionBatch
+    def _route_predictions(self, hook_name: str, kwargs: dict[str, Any]) -> list[Any]:
+        """Served predictions reach each plugin once, in the form it takes.
 
-            self._broadcast("mlops_predictions_batch", batch, batch=PredictionBatch.from_events([event]))
-
-    def predictions_batch(self, batch: Any) -> None:
-        """A :class:`~mlops_core.entities.PredictionBatch`: whole to plugins that take batches,
-        call by call to plugins that implement only ``mlops_predictions_served``."""
+        A plugin implementing ``mlops_predictions_batch`` gets batches only (a single
+        served event as a batch of one); a plugin implementing only
+        ``mlops_predictions_served`` gets a batch call by call.
+        """
         takes_batches, per_call = self._prediction_split()
+        results: list[Any] = []
+        if hook_name == "mlops_predictions_served":
+            if per_call:
+                results += self._broadcast(hook_name, per_call, **kwargs)
+            if takes_batches:
+                from .entities import PredictionBatch
+
+                results += self._broadcast("mlops_predictions_batch", takes_batches,
+                                           batch=PredictionBatch.from_events([kwargs["event"]]))
+            return results
         if takes_batches:
-            self._broadcast("mlops_predictions_batch", takes_batches, batch=batch)
+            results += self._broadcast(hook_name, takes_batches, **kwargs)
         if per_call:
-            for event in batch.events():
-                self._broadcast("mlops_predictions_served", per_call, event=event)
+            for event in kwargs["batch"].events():
+                results += self._broadcast("mlops_predictions_served", per_call, event=event)
+        return results
 
     # hooks that return something: aggregated by hand ---------------------------
     def collect_metrics(self) -> str:

@@ -13,11 +13,9 @@ import copy
 import inspect
 import json
 import pickle
-import sys
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
 
 from mlops_core import hookimpl, hookspecs

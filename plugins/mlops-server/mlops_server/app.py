@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any, Callable
 
 import numpy as np
+
 from . import codec
 from ._version import __version__
 from .batching import AdaptiveBatcher

@@ -65,6 +65,8 @@ class BodyReader:
             encoding = headers.get(b"content-encoding")
             if encoding is not None and encoding not in (b"identity", b""):
                 body = self._decompress(body, encoding)
+                if len(body) >= LARGE_BODY and len(body) > reserved:  # a small upload that inflated
+                    reserved += self._reserve(len(body) - reserved)
         except BaseException:
             self.budget.release(reserved)
             raise

@@ -270,6 +270,7 @@ class Hooks:
         #: Bumped whenever a plugin is registered or unregistered, so hot paths can
         #: cache ``has_listeners`` answers and re-check only when this changes.
         self.generation = 0
+        self._split_cache: tuple[int, list[Any], list[Any]] | None = None
 
     def add_call_monitor(self, before: Callable[[str, dict[str, Any], list[str]], None]) -> Callable[[], None]:
         """Call ``before(hook_name, kwargs, plugin_names)`` ahead of every event broadcast.
@@ -331,7 +332,7 @@ class Hooks:
 
     def _prediction_split(self) -> tuple[list[Any], list[Any]]:
         """(batch listeners, per-call-only listeners), recomputed only when plugins change."""
-        cached = getattr(self, "_split_cache", None)
+        cached = self._split_cache
         if cached is not None and cached[0] == self.generation:
             return cached[1], cached[2]
         batch = self._impls("mlops_predictions_batch")

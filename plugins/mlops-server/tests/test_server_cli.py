@@ -192,3 +192,22 @@ def test_mlops_predict_returns_one_prediction_per_input_row_for_every_input_form
     forced.write_text(inputs["plain.csv"])
     out = mlops("predict", main_server.url, "--model", "iris", "--input", str(forced), "--header", "--json")
     assert len(json.loads(out.stdout)["outputs"][0]["data"]) == 2  # asked for: the first row named the columns
+def test_log_format_comes_from_the_flag_or_mlops_log_format(monkeypatch):
+    """(#12) The container deployer sets MLOPS_LOG_FORMAT=json in the container; the flag wins over it."""
+    from mlops_core.errors import ConfigError
+    from mlops_server._args import build_module_parser
+    from mlops_server.cli import config_argv, config_from_args
+    from mlops_server.config import BundleSpec
+
+    parser = build_module_parser()
+    bundles = [BundleSpec("/b")]
+    monkeypatch.delenv("MLOPS_LOG_FORMAT", raising=False)
+    assert config_from_args(parser.parse_args(["--bundle", "/b"]), bundles).log_format == "text"
+    monkeypatch.setenv("MLOPS_LOG_FORMAT", "json")
+    config = config_from_args(parser.parse_args(["--bundle", "/b"]), bundles)
+    assert config.log_format == "json"
+    assert "--log-format" in (argv := config_argv(config)) and argv[argv.index("--log-format") + 1] == "json"
+    assert config_from_args(parser.parse_args(["--bundle", "/b", "--log-format", "text"]), bundles).log_format == "text"
+    monkeypatch.setenv("MLOPS_LOG_FORMAT", "yaml")
+    with pytest.raises(ConfigError, match="unknown log format"):
+        config_from_args(parser.parse_args(["--bundle", "/b"]), bundles)

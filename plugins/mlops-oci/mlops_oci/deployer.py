@@ -294,10 +294,11 @@ class ContainerDeployer(Deployer):
                                     hint="list them with `mlops deployments list` (or deploy one)")
             try:
                 return self._to_deployment(self._current(name, containers))
-            except NotFoundError:
+            except (NotFoundError, BackendUnavailableError):
                 if attempt == 2:
                     raise
-                # The container went away between the listing and the lookup (an update finished): look again.
+                # The container went away between the listing and the lookup (an update finished; podman
+                # may answer 500 for a container it is removing): list again. A dead engine fails the listing.
         raise AssertionError("unreachable")
 
     def list(self) -> Sequence[Deployment]:

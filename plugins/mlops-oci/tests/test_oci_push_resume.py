@@ -105,6 +105,9 @@ def test_a_push_through_a_resetting_proxy_finishes_by_itself(registry: Any, tmp_
         client = RegistryClient(proxy.host, plain_http=True, chunk_size=MiB if chunked else 64 * MiB,
                                 backoff=0.01, state_dir=tmp_path / "state")
         assert client.push_blob(repo, digest, lambda: io.BytesIO(data), len(data)) == "uploaded"
+        print(f"\n{repo}: 12 MiB through a proxy that reset the connection after 5 MiB: {client.stats.requests} "
+              f"requests, {client.stats.resumes} resumed, {client.stats.restarts} restarted, "
+              f"{client.stats.cancelled} cancelled, {len(_open_sessions(registry, repo))} session(s) left")
         assert proxy.resets == 1
         assert client.stats.resumes + client.stats.restarts >= 1
         direct = RegistryClient(registry.host)
@@ -146,6 +149,7 @@ def test_a_killed_push_resumes_where_the_registry_has_the_bytes(registry: Any, t
     client = RegistryClient(registry.host, chunk_size=MiB, state_dir=state)
     assert client.push_blob("resume/killed", digest, lambda: io.BytesIO(data), len(data), on_bytes=sent.append) == "uploaded"
     assert client.stats.resumes == 1
+    print(f"\nkilled after 4 of 10 MiB; the next push sent {sum(sent) / MiB:.0f} MiB")
     assert sum(sent) == len(data) - 4 * MiB  # only what the registry did not have yet
     assert client.get_blob("resume/killed", digest) == data
     assert _open_sessions(registry, "resume/killed") == []

@@ -2,7 +2,9 @@
 
 skops writes a zip of JSON schemas and numpy arrays; loading rebuilds only the
 types it is told to trust. Trusted by default: what skops itself trusts
-(scikit-learn, numpy and scipy types), plus the names in
+(scikit-learn estimators, numpy and scipy types), every other type of scikit-learn's
+own package (``sklearn.*``, e.g. the compiled ``sklearn.tree._tree.Tree`` that skops
+leaves out: code that is installed wherever the model is loaded anyway), plus the names in
 ``MLOPS_SKOPS_TRUSTED_TYPES`` (comma-separated fully qualified names, e.g.
 ``mypkg.transformers.Clip``), set in the environment of the process that loads
 the model. Anything else is refused before it is built, with an error naming
@@ -23,6 +25,14 @@ from ._common import env_list, read_payload, require
 
 PAYLOAD = "model.skops"
 TRUST_ENV = "MLOPS_SKOPS_TRUSTED_TYPES"
+
+
+#: Types from scikit-learn's own package are trusted on top of skops' defaults.
+TRUSTED_PREFIXES = ("sklearn.",)
+
+
+def _untrusted(needed: Sequence[str], trusted: Sequence[str]) -> list[str]:
+    return sorted(t for t in set(needed) - set(trusted) if not t.startswith(TRUSTED_PREFIXES))
 
 
 class UntrustedTypesError(IntegrityError):
@@ -55,7 +65,7 @@ class SkopsFormat(ModelFormat):
         try:
             sio = require("skops.io", "skops")
             data = sio.dumps(model)
-            if sio.get_untrusted_types(data=data):
+            if _untrusted(sio.get_untrusted_types(data=data), []):
                 return False
         except Exception:  # skops cannot write it (e.g. a lambda inside): not ours
             return False
@@ -75,7 +85,7 @@ class SkopsFormat(ModelFormat):
         data = read_payload(directory, PAYLOAD)
         trusted = self.trusted if self.trusted is not None else env_list(TRUST_ENV)
         needed = list(sio.get_untrusted_types(data=data))  # beyond skops' own defaults
-        untrusted = sorted(set(needed) - set(trusted))
+        untrusted = _untrusted(needed, trusted)
         if untrusted:
             listed = ", ".join(untrusted)
             raise UntrustedTypesError(
@@ -83,7 +93,7 @@ class SkopsFormat(ModelFormat):
                 hint=f"if you trust them, set {TRUST_ENV}={','.join(untrusted)} in the environment of the process "
                      "that loads the model (the server's), then load it again",
             )
-        # Everything skops would refuse was trusted by the operator above: pass exactly that list.
+        # Everything skops would refuse is trusted (scikit-learn's own, or by the operator): pass exactly that list.
         return sio.loads(data, trusted=needed or None)
 
     def imported_modules(self, directory: Path) -> set[str]:

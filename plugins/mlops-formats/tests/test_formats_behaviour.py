@@ -214,6 +214,18 @@ def test_skops_declines_what_it_cannot_write(tmp_path, iris):
     assert save_bundle(model, tmp_path / "b").manifest["format"] == "cloudpickle"
 
 
+def test_skops_trusts_scikit_learns_own_compiled_types(tmp_path, iris):
+    """skops leaves sklearn.tree._tree.Tree out of its defaults; scikit-learn's own types are trusted here."""
+    import skops.io as sio
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = DecisionTreeClassifier(max_depth=2, random_state=0).fit(*iris)
+    assert "sklearn.tree._tree.Tree" in sio.get_untrusted_types(data=sio.dumps(model))
+    info = save_bundle(model, tmp_path / "b")
+    assert info.manifest["format"] == "skops"
+    np.testing.assert_array_equal(load_bundle(info.path).model.predict(iris[0]), model.predict(iris[0]))
+
+
 def test_skops_bundle_has_no_pickle(tmp_path, sk_model):
     info = save_bundle(sk_model, tmp_path / "b")
     payload = (info.path / "model.skops").read_bytes()

@@ -434,7 +434,9 @@ class KubernetesDeployer(Deployer):
                 if (status.get("updatedReplicas", 0) >= desired and status.get("replicas", 0) <= status.get("updatedReplicas", 0)
                         and status.get("availableReplicas", 0) >= status.get("updatedReplicas", 0)):
                     return
-            pods = self._new_pods(dep)
+            # Before the controller observed this generation, "the newest ReplicaSet" may still be the one being
+            # replaced (during a rollback: the failing one), so pods are judged only once it has.
+            pods = self._new_pods(dep) if observed else []
             now = time.monotonic()
             for pod in pods:
                 for cs in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -462,8 +464,15 @@ class KubernetesDeployer(Deployer):
         selector = ",".join(f"{k}={v}" for k, v in sorted(dep["spec"]["selector"]["matchLabels"].items()))
         rss = self._call(lambda: client.AppsV1Api(self.api).list_namespaced_replica_set(ns, label_selector=selector))
         uid = dep["metadata"].get("uid")
+        template = dep["spec"]["template"]
+        images = [c.get("image") for c in template["spec"]["containers"]]
         mine = [rs for rs in rss.items if any(o.uid == uid for o in rs.metadata.owner_references or [])]
-        newest = [rs for rs in mine if (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision") == revision]
+        # The ReplicaSet of the Deployment's current template: its revision, and the same images and annotations
+        # (the controller copies the template, adding only the pod-template-hash label).
+        newest = [rs for rs in mine
+                  if (rs.metadata.annotations or {}).get("deployment.kubernetes.io/revision") == revision
+                  and [c.image for c in rs.spec.template.spec.containers] == images
+                  and (rs.spec.template.metadata.annotations or {}) == (template["metadata"].get("annotations") or {})]
         if not newest:
             return []
         pod_hash = newest[0].metadata.labels.get("pod-template-hash")

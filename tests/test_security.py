@@ -565,3 +565,30 @@ def test_stack_show_leaves_no_folder_behind(run_cli, tmp_path):
     data = json.loads(shown.stdout)
     assert data["config_file"] is None and isinstance(data["programs"], list)
     assert not (tmp_path / ".mlops").exists()
+
+
+def test_big_files_others_can_write_are_copied_and_private_ones_are_held_open(tmp_path):
+    import pickle
+
+    info = save_bundle(DoublingModel("x" * (3 << 20)), tmp_path / "bundle")
+    payload = info.path / "model.pkl"
+    good = payload.read_bytes()
+    # Group/other-writable: someone else could rewrite the inode in place, so the bytes are copied.
+    payload.chmod(0o666)
+    files = open_verified(info.path)
+    assert files.in_memory("model.pkl")
+    with open(payload, "r+b") as f:  # in place, same inode
+        f.write(b"\x00" * 16)
+    assert files.read_bytes("model.pkl") == good
+    files.close()
+    payload.write_bytes(good)
+    payload.chmod(0o644)
+    # Ours and private: verified through the descriptor kept open, no copy; a rename cannot reach it.
+    files = open_verified(info.path)
+    assert not files.in_memory("model.pkl")
+    replacement = tmp_path / "other.pkl"
+    replacement.write_bytes(pickle.dumps(DoublingModel("swapped")))
+    os.replace(replacement, payload)
+    with files.open("model.pkl") as f:
+        assert pickle.load(f) == DoublingModel("x" * (3 << 20))
+    files.close()

@@ -45,8 +45,9 @@ def _race(load, target: Path, counter: Path, work: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_swapping_the_pickle_during_loads_of_a_bundle_folder_never_runs_it(tmp_path):
-    info = save_bundle(DoublingModel(), tmp_path / "bundle")
+@pytest.mark.parametrize("tag", ["small", "x" * (2 << 20)], ids=["in-memory", "held-descriptor"])
+def test_swapping_the_pickle_during_loads_of_a_bundle_folder_never_runs_it(tmp_path, tag):
+    info = save_bundle(DoublingModel(tag), tmp_path / "bundle")
     counter = tmp_path / "hostile-runs"
     result = _race(lambda: load_bundle(info.path).model, info.path / "model.pkl", counter, tmp_path / "swap")
     assert result["swaps"] > 0 and result["refused"] > 0, result  # the race really ran

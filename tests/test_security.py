@@ -236,7 +236,7 @@ def test_version_numbers_are_range_checked(value):
 @example("1\n")
 def test_model_uri_versions_are_range_checked(ver):
     uri = f"models:/ok/{ver}"
-    if re.fullmatch(r"[0-9]+", ver) and 1 <= int(ver) <= MAX_VERSION:
+    if re.fullmatch(r"[0-9]{1,64}", ver) and 1 <= int(ver) <= MAX_VERSION:
         assert ModelURI.parse(uri).version == int(ver)
     else:
         with pytest.raises(InvalidInputError):

@@ -414,8 +414,11 @@ def read_example(info: BundleInfo | LoadedBundle) -> dict[str, Any] | None:
         raise IntegrityError(f"the example {name!r} is not a listed file of {info.path}", hint="save the bundle again")
     data = _read_verified(Path(info.path) / name, entry["sha256"], entry["size"], f"{name!r} in {info.path}")
     if not isinstance(data, bytes):
-        data.seek(0)
-        data = data.read()
+        try:
+            data.seek(0)
+            data = data.read()
+        finally:
+            data.close()
     return json.loads(data.decode("utf-8"))
 
 
@@ -459,10 +462,14 @@ class _PreadReader(io.RawIOBase):
         n = min(len(buffer), self._size - self._pos)
         if n <= 0:
             return 0
-        data = os.pread(self._fd, n, self._pos)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        if hasattr(os, "preadv"):  # straight into the caller's buffer: no 100 MiB intermediate copy
+            got = os.preadv(self._fd, [memoryview(buffer).cast("B")[:n]], self._pos)
+        else:  # pragma: no cover - platforms without preadv
+            data = os.pread(self._fd, n, self._pos)
+            buffer[: len(data)] = data
+            got = len(data)
+        self._pos += got
+        return got
 
     def seek(self, offset: int, whence: int = 0) -> int:
         base = {0: 0, 1: self._pos, 2: self._size}[whence]
@@ -476,9 +483,10 @@ class _PreadReader(io.RawIOBase):
 class VerifiedFiles:
     """The files of a bundle as bytes that were hashed *as they were read*: what formats load from.
 
-    Each listed file was read once, through one descriptor (``O_NOFOLLOW``, checked
-    with ``fstat``), into memory (or, above :data:`SPOOL_LIMIT`, into an unlinked
-    private temporary file) while its sha256 was computed. Whatever happens to the
+    Each listed file was opened once (``O_NOFOLLOW``, checked with ``fstat``) and
+    hashed as it was read: into memory, or above :data:`SPOOL_LIMIT` into an unlinked
+    private temporary file, or, when only this user can write the file, through the
+    descriptor that stays open for the load (no copy). Whatever happens to the
     bundle folder afterwards (a file swapped, rewritten or replaced by a symlink),
     ``open`` and ``read_bytes`` return exactly the bytes that matched the manifest.
     Never reopen files under :attr:`source`: that is the hole this class closes.
@@ -513,6 +521,10 @@ class VerifiedFiles:
         if isinstance(data, bytes):
             return io.BytesIO(data)  # shares the bytes object: no copy
         return io.BufferedReader(_PreadReader(data.fileno(), self._sizes[name]), buffer_size=_CHUNK)
+
+    def in_memory(self, name: str) -> bool:
+        """True when ``read_bytes(name)`` is free (the file is held in memory, not spooled to a private file)."""
+        return isinstance(self._contents[self._check(name)], bytes)
 
     def read_bytes(self, name: str) -> bytes:
         data = self._contents[self._check(name)]
@@ -551,34 +563,89 @@ class VerifiedFiles:
         self._contents.clear()
 
 
+class _HeldFd:
+    """A descriptor kept open on a verified file that only its owner can change (see _read_verified)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def seek(self, offset: int) -> None:
+        os.lseek(self._fd, offset, os.SEEK_SET)
+
+    def read(self) -> bytes:
+        with os.fdopen(os.dup(self._fd), "rb") as f:
+            return f.read()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _only_we_can_write(st: os.stat_result) -> bool:
+    """The file is ours and nobody else may write it: its bytes cannot change behind our descriptor.
+
+    Renames and unlinks in the folder do not touch an open inode; writing into it
+    needs write permission on the inode itself, which only its owner (this user) has.
+    A file someone else owns, or that group or others may write, is copied instead.
+    """
+    return hasattr(os, "geteuid") and st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _read_verified(path: Path, sha256: str, size: int, what: str) -> "bytes | Any":
+    """The verified content of one file: bytes, or a held descriptor / private spool for big files.
+
+    The hash is computed over exactly what the format will read: bytes read into
+    memory, a private unlinked copy, or the file's own descriptor when only this
+    user can write the file (then no copy is made at all).
+    """
     fd, st = _open_regular(path, what)
     if st.st_size != size:
         os.close(fd)
         raise IntegrityError(f"{what} has size {st.st_size}, the manifest says {size}",
                              hint="the file was truncated or changed; save or pull the bundle again")
     h = hashlib.sha256()
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        if size <= SPOOL_LIMIT:
-            parts: list[bytes] = []
-            total = 0
-            while total <= size and (chunk := f.read(size + 1 - total)):
-                parts.append(chunk)
-                total += len(chunk)
-            data: Any = parts[0] if len(parts) == 1 else b"".join(parts)
-            h.update(data)
-        else:
-            import tempfile
-
-            data = tempfile.TemporaryFile()  # O_TMPFILE/unlinked: reachable only through this descriptor
-            total = 0
-            while chunk := f.read(_CHUNK):
+    data: Any
+    if size > _CHUNK and _only_we_can_write(st):
+        data = _HeldFd(fd)
+        total = 0
+        try:
+            while chunk := os.pread(fd, _CHUNK, total):
                 total += len(chunk)
                 if total > size:
                     break
                 h.update(chunk)
-                data.write(chunk)
-            data.flush()
+        except BaseException:
+            data.close()
+            raise
+    else:
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            if size <= SPOOL_LIMIT:
+                parts: list[bytes] = []
+                total = 0
+                # Ask for exactly the expected size (one read, no resize of a big buffer),
+                # then one byte more: a longer file is as wrong as a shorter one.
+                while total < size and (chunk := f.read(size - total)):
+                    parts.append(chunk)
+                    total += len(chunk)
+                total += len(f.read(1))
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                h.update(data)
+            else:
+                import tempfile
+
+                data = tempfile.TemporaryFile()  # O_TMPFILE/unlinked: reachable only through this descriptor
+                total = 0
+                while chunk := f.read(_CHUNK):
+                    total += len(chunk)
+                    if total > size:
+                        break
+                    h.update(chunk)
+                    data.write(chunk)
+                data.flush()
     if total != size or h.hexdigest() != sha256:
         if not isinstance(data, bytes):
             data.close()

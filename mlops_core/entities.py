@@ -427,7 +427,7 @@ class ModelURI:
             name, ver = rest.rsplit("/", 1)
             # ASCII digits only (str.isdigit accepts '²'), and a length cap before int() so a
             # 10,000-digit string costs nothing; then the range every registry can store.
-            if not re.fullmatch(r"[0-9]{1,10}", ver) or not 1 <= int(ver) <= MAX_VERSION:
+            if not re.fullmatch(r"[0-9]{1,64}", ver) or len(ver.lstrip("0")) > 10 or not 1 <= int(ver) <= MAX_VERSION:
                 raise InvalidInputError(f"bad version {_short(ver)} in {_short(uri)}",
                                         hint=f"versions are integers from 1 to {MAX_VERSION}")
             return cls(validate_model_name(name), version=int(ver))

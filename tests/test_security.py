@@ -45,8 +45,9 @@ def _race(load, target: Path, counter: Path, work: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_swapping_the_pickle_during_loads_of_a_bundle_folder_never_runs_it(tmp_path):
-    info = save_bundle(DoublingModel(), tmp_path / "bundle")
+@pytest.mark.parametrize("tag", ["small", "x" * (2 << 20)], ids=["in-memory", "held-descriptor"])
+def test_swapping_the_pickle_during_loads_of_a_bundle_folder_never_runs_it(tmp_path, tag):
+    info = save_bundle(DoublingModel(tag), tmp_path / "bundle")
     counter = tmp_path / "hostile-runs"
     result = _race(lambda: load_bundle(info.path).model, info.path / "model.pkl", counter, tmp_path / "swap")
     assert result["swaps"] > 0 and result["refused"] > 0, result  # the race really ran
@@ -235,7 +236,7 @@ def test_version_numbers_are_range_checked(value):
 @example("1\n")
 def test_model_uri_versions_are_range_checked(ver):
     uri = f"models:/ok/{ver}"
-    if re.fullmatch(r"[0-9]+", ver) and 1 <= int(ver) <= MAX_VERSION:
+    if re.fullmatch(r"[0-9]{1,64}", ver) and 1 <= int(ver) <= MAX_VERSION:
         assert ModelURI.parse(uri).version == int(ver)
     else:
         with pytest.raises(InvalidInputError):
@@ -565,3 +566,30 @@ def test_stack_show_leaves_no_folder_behind(run_cli, tmp_path):
     data = json.loads(shown.stdout)
     assert data["config_file"] is None and isinstance(data["programs"], list)
     assert not (tmp_path / ".mlops").exists()
+
+
+def test_big_files_others_can_write_are_copied_and_private_ones_are_held_open(tmp_path):
+    import pickle
+
+    info = save_bundle(DoublingModel("x" * (3 << 20)), tmp_path / "bundle")
+    payload = info.path / "model.pkl"
+    good = payload.read_bytes()
+    # Group/other-writable: someone else could rewrite the inode in place, so the bytes are copied.
+    payload.chmod(0o666)
+    files = open_verified(info.path)
+    assert files.in_memory("model.pkl")
+    with open(payload, "r+b") as f:  # in place, same inode
+        f.write(b"\x00" * 16)
+    assert files.read_bytes("model.pkl") == good
+    files.close()
+    payload.write_bytes(good)
+    payload.chmod(0o644)
+    # Ours and private: verified through the descriptor kept open, no copy; a rename cannot reach it.
+    files = open_verified(info.path)
+    assert not files.in_memory("model.pkl")
+    replacement = tmp_path / "other.pkl"
+    replacement.write_bytes(pickle.dumps(DoublingModel("swapped")))
+    os.replace(replacement, payload)
+    with files.open("model.pkl") as f:
+        assert pickle.load(f) == DoublingModel("x" * (3 << 20))
+    files.close()

@@ -43,7 +43,6 @@ from .entities import (
 from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .bundle import VerifiedFiles
     from .events import EventDispatcher
     from .leftovers import Leftover
 
@@ -599,7 +598,7 @@ class ModelFormat(abc.ABC):
         files = VerifiedFiles(dict(manifest), "", folder, contents, {k: len(v) for k, v in contents.items()})
         return self.load_verified(files)
 
-    def load_verified(self, files: "VerifiedFiles") -> Any:
+    def load_verified(self, files: "mlops_core.bundle.VerifiedFiles") -> Any:
         """Load the model from bytes the core has already verified against the manifest.
 
         Read what you need before returning: the bytes are released afterwards. The

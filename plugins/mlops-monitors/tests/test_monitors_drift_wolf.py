@@ -86,7 +86,7 @@ def test_iris_scenario_reports_no_drift_and_flags_only_a_shifted_feature(tmp_pat
     stack = Stack(load_config())
     try:
         with api.use_stack(stack):
-            (drift,) = stack.monitors
+            (drift,) = stack.start_monitors()
             version = mlops_core.register("iris", Species(), example=x)
             assert version.version == 1
             assert drift.flush(30)

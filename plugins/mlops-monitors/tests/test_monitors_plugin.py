@@ -40,7 +40,7 @@ def test_stack_builds_configured_monitors_and_refuses_unknown_settings(tmp_path)
         kinds = [type(m).__name__ for m in stack.start_monitors()]
         assert kinds == ["PrometheusMonitor", "DriftMonitor", "LogMonitor", "WebhookAlerter"]
         assert stack.monitors[1].config.numeric_method == "ks"
-        assert stack.events.has_listeners("mlops_predictions_served")
+        assert stack.events.has_prediction_listeners()
         assert not stack.plugins.pm.has_plugin("monitor:drift:1")  # the stack's, not the shared manager's
     finally:
         stack.close()

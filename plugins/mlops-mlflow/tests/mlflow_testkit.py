@@ -70,3 +70,37 @@ def start_mlflow_server(root: Path) -> MlflowServer:
         server.stop()
         raise
     return server
+
+
+class MlopsServe:
+    """``mlops serve TARGET`` (the V2 server) in a stack folder, on a free loopback port."""
+
+    def __init__(self, target: str, cwd: Path, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = cwd / f"serve-{self.port}.log"
+        mlops = Path(sys.executable).with_name("mlops")
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([str(mlops), "serve", target, "--host", "127.0.0.1", "--port", str(self.port)],
+                                         stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+                                         env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def __enter__(self) -> "MlopsServe":
+        try:
+            wait_http(f"{self.url}/v2/health/ready", self.proc, self.log)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)

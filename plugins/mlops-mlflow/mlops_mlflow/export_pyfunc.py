@@ -25,7 +25,8 @@ class BundlePythonModel(mlflow.pyfunc.PythonModel):
         sig = loaded.signature
         self._kind = sig.input_kind if sig is not None else "ndarray"
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    # no type hints on predict: MLflow would read them as an input schema
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         X = model_input
         # A bundle that took arrays gets one; dataframe bundles get MLflow's DataFrame as is.
         if self._kind == "ndarray" and hasattr(X, "to_numpy"):

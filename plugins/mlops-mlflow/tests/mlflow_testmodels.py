@@ -14,3 +14,10 @@ class AffineModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         return (2.0 * model_input["a"] + model_input["b"] + self.offset).to_numpy()
+
+
+class Affine:
+    """A plain dataframe model (no MLflow), saved as a bundle and exported to MLflow in the export tests."""
+
+    def predict(self, frame):
+        return (2.0 * frame["a"] + frame["b"]).to_numpy()

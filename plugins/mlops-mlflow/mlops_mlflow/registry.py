@@ -199,8 +199,14 @@ class MlflowRegistry(ModelRegistry):
         return _ErrorMap(self, doing, not_found, exists)
 
     # ------------------------------------------------------------- helpers
-    def _to_version(self, mv: Any) -> ModelVersion:
+    def _to_version(self, mv: Any, model_aliases: Mapping[str, Any] | None = None) -> ModelVersion:
+        """``model_aliases`` (the model's alias -> version map) for versions from a search:
+        MLflow's ``search_model_versions`` leaves their ``aliases`` empty."""
         tags = mv.tags or {}
+        if model_aliases is not None:
+            aliases = tuple(sorted(a for a, v in model_aliases.items() if int(v) == int(mv.version)))
+        else:
+            aliases = tuple(sorted(getattr(mv, "aliases", None) or ()))
         uri = tags.get(_T_URI)
         digest = tags.get(_T_DIGEST)
         if uri is None or digest is None:
@@ -212,7 +218,7 @@ class MlflowRegistry(ModelRegistry):
         return ModelVersion(
             model=mv.name, version=int(mv.version), artifact=ArtifactRef(uri=uri, digest=digest),
             description=mv.description or "", tags=_user_tags(tags),
-            aliases=tuple(sorted(getattr(mv, "aliases", None) or ())),
+            aliases=aliases,
             lineage=Lineage(source_run=tags.get(_T_RUN), dataset_uri=tags.get(_T_DATASET),
                             parent_version=int(parent) if parent else None),
             created_at=_ts(mv.creation_timestamp),
@@ -248,15 +254,17 @@ class MlflowRegistry(ModelRegistry):
         all_tags = {**tags, **_artifact_tags(artifact, lineage)}
         last: MlopsError | None = None
         for attempt in range(self.retries):
-            self._ensure_model(model)
             try:
-                with self._errors(f"create a version of {model!r}",
-                                  not_found=f"model {model!r} was deleted while creating a version"):
+                with self._errors(f"create a version of {model!r}", not_found=f"model {model!r} kept disappearing while creating a version"):
                     return self._client.create_model_version(
                         model, version_source(artifact), tags=all_tags, description=description or None,
                         await_creation_for=0)
-            except NotFoundError as exc:  # deleted in between: create it again
+            except NotFoundError as exc:
+                # first version (or the model was deleted in between): create the model, try again.
+                # Trying the version first keeps the common case at one round trip.
                 last = exc
+                self._ensure_model(model)
+                continue
             except BackendUnavailableError as exc:
                 # MLflow's server answers a lost numbering race (after its own retries) with an
                 # internal error; the version was not created, so trying again is safe.
@@ -318,6 +326,8 @@ class MlflowRegistry(ModelRegistry):
             raise InvalidInputError(f"invalid page token {page_token!r}", hint="pass back a next_token unchanged")
         if model is not None:
             validate_model_name(model)
+            if not tags:
+                return self._versions_page(model, page_size, after)
             self._fetch_model(model)
         rows = [
             mv for mv in self._scan_versions(model)
@@ -332,7 +342,26 @@ class MlflowRegistry(ModelRegistry):
         if len(keyed) > page_size:
             name, neg = page[-1][0]
             token = encode_page_token("versions", [name, -neg])
-        return Page(items=[self._to_version(mv) for _, mv in page], next_token=token)
+        aliases = {name: self._fetch_model(name).aliases or {} for name in {mv.name for _, mv in page}}
+        return Page(items=[self._to_version(mv, aliases[mv.name]) for _, mv in page], next_token=token)
+
+    def _versions_page(self, model: str, page_size: int, after: list[Any] | None) -> Page[ModelVersion]:
+        """One model's versions without tag filters: one MLflow search plus one model read per page.
+
+        Keyset paging on ``version_number``; the model read gives NotFoundError for an unknown
+        model and the aliases that MLflow's search leaves out.
+        """
+        if after is not None and after[0] != model:
+            raise InvalidInputError("page token of another listing", hint="pass back a next_token unchanged")
+        flt = f"name = '{model}'" + (f" AND version_number < {int(after[1])}" if after is not None else "")
+        with self._errors("search versions"):
+            rows = list(self._client.search_model_versions(filter_string=flt, max_results=page_size + 1,
+                                                           order_by=["version_number DESC"]))
+        # NotFoundError for an unknown model; and the aliases, which MLflow's search leaves out
+        aliases = self._fetch_model(model).aliases or {}
+        page = rows[:page_size]
+        token = encode_page_token("versions", [model, int(page[-1].version)]) if len(rows) > page_size else None
+        return Page(items=[self._to_version(mv, aliases) for mv in page], next_token=token)
 
     def delete_version(self, model: str, version: int) -> None:
         validate_model_name(model)
@@ -381,7 +410,8 @@ class MlflowRegistry(ModelRegistry):
         validate_model_name(model)
         _check_alias(alias)
         _check_version(version)
-        self._fetch_version(model, version)
+        # the previous target is part of the answer (AliasChange): one read, then the write,
+        # which MLflow refuses for a version that does not exist
         previous = (self._fetch_model(model).aliases or {}).get(alias)
         with self._errors(f"set alias {alias!r}", not_found=f"model {model!r} has no version {version}"):
             self._client.set_registered_model_alias(model, alias, str(version))

@@ -190,6 +190,20 @@ class MlflowRegistry(ModelRegistry):
         return self._client
 
     def check(self) -> str:
+        if self.registry_uri.startswith(("http://", "https://")):
+            # MLflow's client retries an unreachable server with backoff for minutes
+            # (MLFLOW_HTTP_REQUEST_MAX_RETRIES): `mlops doctor` asks once, quickly, first.
+            import urllib.error
+            import urllib.request
+
+            try:
+                urllib.request.urlopen(self.registry_uri.rstrip("/") + "/health", timeout=5).close()
+            except urllib.error.HTTPError:
+                pass  # something answered (a proxy, an auth wall): the client call below tells more
+            except (urllib.error.URLError, OSError) as exc:
+                raise BackendUnavailableError(
+                    f"the MLflow tracking server at {self.registry_uri} does not answer: {exc}",
+                    hint="check that the MLflow tracking server is running and tracking_uri is right") from None
         with self._errors("reach the MLflow registry"):
             self._client.search_registered_models(max_results=1)
         return f"MLflow model registry at {self.registry_uri}"
@@ -362,6 +376,15 @@ class MlflowRegistry(ModelRegistry):
         page = rows[:page_size]
         token = encode_page_token("versions", [model, int(page[-1].version)]) if len(rows) > page_size else None
         return Page(items=[self._to_version(mv, aliases) for mv in page], next_token=token)
+
+    def latest_version(self, model: str) -> ModelVersion:
+        """One MLflow call: the registered model carries its newest version per stage, tags included."""
+        validate_model_name(model)
+        rm = self._fetch_model(model)
+        latest = max(rm.latest_versions or [], key=lambda mv: int(mv.version), default=None)
+        if latest is None:
+            raise NotFoundError(f"model {model!r} has no versions", hint="register one with `mlops models save`")
+        return self._to_version(latest, rm.aliases or {})
 
     def delete_version(self, model: str, version: int) -> None:
         validate_model_name(model)

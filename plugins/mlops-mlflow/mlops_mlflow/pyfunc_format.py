@@ -56,9 +56,20 @@ class MlflowPyfuncFormat(ModelFormat):
                       for root, _dirs, files in os.walk(dest) for f in files)
 
     def load(self, directory: Path, manifest: Mapping[str, Any]) -> Any:
-        import mlflow.pyfunc
+        from mlops_core.errors import InvalidInputError
 
-        return PyfuncModel(mlflow.pyfunc.load_model(str(directory / FOLDER)))
+        folder = directory / FOLDER
+        if not (folder / "MLmodel").is_file():
+            raise InvalidInputError(f"{directory} holds no MLflow model ({FOLDER}/MLmodel is missing)",
+                                    hint="this bundle is damaged: import the MLflow model again")
+        import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return PyfuncModel(mlflow.pyfunc.load_model(str(folder)))
+        except MlflowException as exc:
+            raise InvalidInputError(f"MLflow could not load the model in {folder}: {exc.message}",
+                                    hint="install the model's requirements (see the bundle manifest)") from None
 
     def imported_modules(self, directory: Path) -> set[str]:
         return {"mlflow"}

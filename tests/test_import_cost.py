@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 HEAVY = ["numpy", "pandas", "sklearn", "scipy", "requests", "uvicorn", "sqlalchemy", "docker",
-         "mlops_server.server", "mlops_server.app", "fsspec.implementations.local", "sqlite3", "cloudpickle"]
+         "mlops_server.server", "mlops_server.app", "fsspec.implementations.local", "sqlite3", "cloudpickle",
+         "mlflow"]
 
 
 def _modules_after(code: str) -> set[str]:

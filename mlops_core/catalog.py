@@ -292,6 +292,19 @@ class CommandRegistrar:
         sub = parser.add_subparsers(dest=f"{name.replace('-', '_')}_command", metavar=metavar, required=True)
         return CommandRegistrar(sub, self._plugin)
 
+    def extend(self, name: str) -> "CommandRegistrar":
+        """The registrar of an existing command group's subcommands, to add e.g. ``mlops models import``.
+
+        :raises PluginError: ``name`` is not a command with subcommands.
+        """
+        parser = self._sub.choices.get(name)
+        actions = getattr(parser, "_actions", ()) if parser is not None else ()
+        sub = next((a for a in actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None:
+            raise PluginError(f"plugin {self._plugin!r} extended the command {name!r}, which has no subcommands",
+                              hint="extend a command group such as 'models' or 'deployments', or use group()")
+        return CommandRegistrar(sub, self._plugin)
+
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         """argparse's ``add_parser``, for plugins written when this hook received argparse's sub-parsers.
 

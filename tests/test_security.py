@@ -352,6 +352,21 @@ def _start_writer(kind: str, home: Path, marker: Path):
     return proc
 
 
+@pytest.fixture(autouse=True)
+def _private_tmpdir(request, tmp_path, monkeypatch):
+    """gc also collects ``mlops-verified-*`` copies of dead processes in the system temp folder: give
+    each gc test its own, so other processes' leftovers (other test runs on the machine) are not counted."""
+    import tempfile
+
+    if "gc" not in request.node.name:
+        return
+
+    private = tmp_path / "systmp"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bundle", "blob"])
 def test_gc_removes_what_killed_writers_left_and_never_a_live_write(tmp_path, kind):

@@ -6,9 +6,6 @@ so discovering plugins (and ``mlops --help``) never imports mlflow.
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
-
 from mlops_core.plugins import hookimpl
 
 __all__ = ["mlops_register_backends", "mlops_add_cli_commands"]
@@ -29,37 +26,25 @@ def mlops_register_backends(backends):  # type: ignore[no-untyped-def]
     )
 
 
-def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
-    for action in parser._actions:  # argparse keeps no public handle on a parser's sub-parsers
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
 @hookimpl
-def mlops_add_cli_commands(subparsers):  # type: ignore[no-untyped-def]
-    models_parser = subparsers.choices.get("models")
-    models = _subparsers_of(models_parser) if models_parser is not None else None
-    if models is None:  # pragma: no cover - the core always has `mlops models`
-        return
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p = models.add_parser(
-        "import", parents=[common],
+def mlops_add_cli_commands(commands):  # type: ignore[no-untyped-def]
+    models = commands.extend("models")
+    p = models.add(
+        "import", handler="mlops_mlflow.cli:cmd_import",
         help="import an MLflow model (mlflow:/runs:/RUN/PATH, mlflow:/models:/NAME/VERSION, or an MLflow model "
              "folder) as a verified bundle and register it")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("source", help="mlflow:/runs:/RUN/PATH, mlflow:/models:/NAME/VERSION|@ALIAS, or mlflow:PATH")
     p.add_argument("--name", required=True, help="model name to register the bundle under in the current stack")
     p.add_argument("--alias", help="point this alias at the new version")
     p.add_argument("--tracking-uri", help="MLflow tracking server of runs:/ and models:/ URIs "
                                           "(default: $MLFLOW_TRACKING_URI)")
     p.add_argument("--description", default="")
-    p.set_defaults(handler="mlops_mlflow.cli:cmd_import")
-    p = models.add_parser(
-        "export", parents=[common],
+    p = models.add(
+        "export", handler="mlops_mlflow.cli:cmd_export",
         help="write a registered version as a model folder of another tool (--format mlflow: a pyfunc model "
              "that `mlflow models serve` serves)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("uri", help="NAME or models:/NAME[/VERSION|@ALIAS]")
     p.add_argument("--format", required=True, choices=["mlflow"], help="the folder's format")
     p.add_argument("--dest", required=True, help="folder to create (must not exist or be empty)")
-    p.set_defaults(handler="mlops_mlflow.cli:cmd_export")

@@ -335,13 +335,14 @@ class MlflowRegistry(ModelRegistry):
                         page_size: int = 100, page_token: str | None = None) -> Page[ModelVersion]:
         tags = validate_tags(tags)
         validate_page_size(page_size)
-        after = decode_page_token(page_token, "versions") if page_token is not None else None
+        filters = {"model": model, "tags": tags}  # a token is only good for the listing it came from
+        after = decode_page_token(page_token, "versions", filters) if page_token is not None else None
         if after is not None and (len(after) != 2 or not isinstance(after[0], str) or not isinstance(after[1], int)):
             raise InvalidInputError(f"invalid page token {page_token!r}", hint="pass back a next_token unchanged")
         if model is not None:
             validate_model_name(model)
             if not tags:
-                return self._versions_page(model, page_size, after)
+                return self._versions_page(model, page_size, after, filters)
             self._fetch_model(model)
         rows = [
             mv for mv in self._scan_versions(model)
@@ -355,11 +356,12 @@ class MlflowRegistry(ModelRegistry):
         token = None
         if len(keyed) > page_size:
             name, neg = page[-1][0]
-            token = encode_page_token("versions", [name, -neg])
+            token = encode_page_token("versions", [name, -neg], filters)
         aliases = {name: self._fetch_model(name).aliases or {} for name in {mv.name for _, mv in page}}
         return Page(items=[self._to_version(mv, aliases[mv.name]) for _, mv in page], next_token=token)
 
-    def _versions_page(self, model: str, page_size: int, after: list[Any] | None) -> Page[ModelVersion]:
+    def _versions_page(self, model: str, page_size: int, after: list[Any] | None,
+                       filters: Any) -> Page[ModelVersion]:
         """One model's versions without tag filters: one MLflow search plus one model read per page.
 
         Keyset paging on ``version_number``; the model read gives NotFoundError for an unknown
@@ -374,7 +376,8 @@ class MlflowRegistry(ModelRegistry):
         # NotFoundError for an unknown model; and the aliases, which MLflow's search leaves out
         aliases = self._fetch_model(model).aliases or {}
         page = rows[:page_size]
-        token = encode_page_token("versions", [model, int(page[-1].version)]) if len(rows) > page_size else None
+        token = (encode_page_token("versions", [model, int(page[-1].version)], filters)
+                 if len(rows) > page_size else None)
         return Page(items=[self._to_version(mv, aliases) for mv in page], next_token=token)
 
     def latest_version(self, model: str) -> ModelVersion:
@@ -409,7 +412,8 @@ class MlflowRegistry(ModelRegistry):
             validate_text(name_contains, "name_contains")
         tags = validate_tags(tags)
         validate_page_size(page_size)
-        after = decode_page_token(page_token, "models") if page_token is not None else None
+        filters = {"name_contains": name_contains or None, "tags": tags}
+        after = decode_page_token(page_token, "models", filters) if page_token is not None else None
         if after is not None and (len(after) != 1 or not isinstance(after[0], str)):
             raise InvalidInputError(f"invalid page token {page_token!r}", hint="pass back a next_token unchanged")
         found = sorted(
@@ -420,7 +424,7 @@ class MlflowRegistry(ModelRegistry):
             key=lambda rm: rm.name,
         )
         page = found[:page_size]
-        token = encode_page_token("models", [page[-1].name]) if len(found) > page_size else None
+        token = encode_page_token("models", [page[-1].name], filters) if len(found) > page_size else None
         return Page(items=[self._to_model(rm) for rm in page], next_token=token)
 
     def delete_model(self, model: str) -> None:

@@ -14,6 +14,9 @@ class TestMlflowRegistryConformance(RegistrySuite):
     # MLflow deletes a registered model's rows on delete_model, so numbering starts again at 1
     # when the name is registered again: declared, and documented in docs/plugins/mlflow.md.
     counter_survives_model_delete = False
+    # MLflow refuses some tag keys the core accepts (Hypothesis found "/"), so the random comparison with the
+    # in-memory reference cannot hold; the fixed tests of the suite still run. Documented in docs/plugins/mlflow.md.
+    state_machine = False
     state_machine_settings = {"max_examples": 15, "stateful_step_count": 20}
 
     @pytest.fixture

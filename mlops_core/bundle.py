@@ -347,13 +347,8 @@ def read_manifest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
     return validate_manifest(manifest, str(mpath)), "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None) -> BundleInfo:
-    """Verify the manifest and every file (size, then sha256). Raises IntegrityError on any mismatch.
-
-    A check only: whoever reads the files afterwards reads them again. To *load*
-    verified bytes use :func:`open_verified` (what :func:`load_bundle` does).
-    """
-    folder = Path(path)
+def _checked_manifest(folder: Path, expected_digest: str | None) -> tuple[dict[str, Any], str]:
+    """The manifest and its digest, after checking the digest and that the folder holds no unlisted file."""
     manifest, digest = read_manifest(folder)
     if expected_digest is not None and digest != expected_digest:
         raise IntegrityError(f"bundle {folder} has manifest digest {digest}, expected {expected_digest}",
@@ -365,6 +360,17 @@ def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None =
             if rel != MANIFEST and rel not in listed:
                 raise IntegrityError(f"bundle {folder} contains {rel!r}, which the manifest does not list",
                                      hint="remove the file or save the bundle again; nothing unverified is loaded")
+    return manifest, digest
+
+
+def verify_bundle(path: str | os.PathLike[str], *, expected_digest: str | None = None) -> BundleInfo:
+    """Verify the manifest and every file (size, then sha256). Raises IntegrityError on any mismatch.
+
+    A check only: whoever reads the files afterwards reads them again. To *load*
+    verified bytes use :func:`open_verified` (what :func:`load_bundle` does).
+    """
+    folder = Path(path)
+    manifest, digest = _checked_manifest(folder, expected_digest)
     for entry in manifest["files"]:
         what = f"{entry['path']!r} in {folder}"
         fd, st = _open_regular(folder / entry["path"], what)
@@ -661,17 +667,7 @@ def open_verified(path: str | os.PathLike[str], *, expected_digest: str | None =
     non-regular file. Nothing is loaded here: formats load from the result.
     """
     folder = Path(path)
-    manifest, digest = read_manifest(folder)
-    if expected_digest is not None and digest != expected_digest:
-        raise IntegrityError(f"bundle {folder} has manifest digest {digest}, expected {expected_digest}",
-                             hint="the bundle was changed after it was registered; pull it again")
-    listed = {f["path"] for f in manifest["files"]}
-    for root, _dirs, names in os.walk(folder):
-        for name in names:
-            rel = Path(root, name).relative_to(folder).as_posix()
-            if rel != MANIFEST and rel not in listed:
-                raise IntegrityError(f"bundle {folder} contains {rel!r}, which the manifest does not list",
-                                     hint="remove the file or save the bundle again; nothing unverified is loaded")
+    manifest, digest = _checked_manifest(folder, expected_digest)
     contents: dict[str, Any] = {}
     try:
         for entry in manifest["files"]:

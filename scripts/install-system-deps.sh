@@ -12,5 +12,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${missing[*]}; tests that need them will skip" >&2; exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Another run (a second checkout, a build) may hold the dpkg lock: wait for it instead of failing.
+lock=(-o DPkg::Lock::Timeout=900)
+apt-get "${lock[@]}" update -qq
+apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}"

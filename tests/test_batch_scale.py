@@ -6,15 +6,12 @@ import numpy as np
 import pytest
 
 from mlops_core import api
-from mlops_core.stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig
-from mlops_core.testing.batch import expected_predictions, make_dataset, read_predictions, train_small_model
+from mlops_core.testing.batch import batch_stack, expected_predictions, make_dataset, read_predictions, train_small_model
 
 
 @pytest.mark.slow
 def test_one_million_rows_match_predict_on_the_concatenated_data(tmp_path):
-    components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
-    components["batch"] = ComponentConfig("local", {"workers": 2})
-    stack = Stack(StackConfig(home=tmp_path / ".mlops", components=components, source="test"))
+    stack = batch_stack(tmp_path / ".mlops", settings={"workers": 2})
     try:
         uri = train_small_model(stack=stack)
         data = make_dataset(tmp_path / "data", rows=1_000_000, partitions=8)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +22,20 @@ from mlops_core.testing.batch import (batch_stack, expected_predictions, make_da
                                       train_small_model)
 
 
-def test_cli_json_output_and_no_progress_when_not_a_terminal(tmp_path, run_cli):
+@pytest.fixture
+def mlops_cli(tmp_path):
+    """The real ``mlops`` console script, with room for spawning workers on a loaded machine."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLOPS_")}
+        return subprocess.run([str(Path(sys.executable).with_name("mlops")), *args], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=900)
+
+    return run
+
+
+def test_cli_json_output_and_no_progress_when_not_a_terminal(tmp_path, mlops_cli):
+    run_cli = mlops_cli
     stack = Stack(load_config())  # the stack `mlops` finds in this folder: embedded defaults under ./.mlops
     uri = train_small_model(stack=stack)
     data = make_dataset(tmp_path / "data", rows=6000, partitions=3)
@@ -60,7 +77,17 @@ def test_progress_bar_draws_on_a_terminal_only(tmp_path):
         bar(PartitionResult(0, "in/a", "out/a", rows=1500))
         bar(PartitionResult(1, "in/b", "out/b", error="boom"))
         bar.close()
-    text = os.read(main, 4096).decode()
+    text = ""
+    while select.select([main], [], [], 5)[0]:  # everything written is readable; stop when nothing more comes
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal's other side is closed and drained
+            break
+        if not chunk:
+            break
+        text += chunk.decode()
+        if "\n" in chunk.decode():
+            break
     os.close(main)
     assert "1/3 partitions" in text and "1,500 rows" in text and "1 failed" in text
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
+    from .batch.types import BatchResult
     from .entities import Alert, AliasChange, Deployment, DeploymentAction, DriftReport, ImageRef, ModelVersion, PredictionBatch, PredictionEvent
 
 
@@ -53,6 +54,10 @@ class EventCalls:
     def predictions_batch(self, batch: PredictionBatch) -> None:
         """Prediction calls of one model version, delivered together (about every 200 ms while serving). Fires ``mlops_predictions_batch``."""
         self._broadcast("mlops_predictions_batch", batch=batch)
+
+    def batch_completed(self, result: BatchResult) -> None:
+        """A batch scoring job finished (``mlops batch`` / ``mlops_core.batch_score``), with or without failures. Fires ``mlops_batch_completed``."""
+        self._broadcast("mlops_batch_completed", result=result)
 
     def drift_detected(self, report: DriftReport) -> None:
         """A drift monitor found a feature whose score crossed its threshold. Fires ``mlops_drift_detected``."""

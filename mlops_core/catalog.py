@@ -30,7 +30,7 @@ __all__ = [
     "import_string",
 ]
 
-COMPONENTS = ("storage", "registry", "builder", "deployer", "monitor", "format")
+COMPONENTS = ("storage", "registry", "builder", "deployer", "monitor", "format", "batch")
 
 #: Where to find backends this project knows about but that may not be installed.
 INSTALL_HINTS: Mapping[tuple[str, str], str] = {
@@ -43,6 +43,9 @@ INSTALL_HINTS: Mapping[tuple[str, str], str] = {
     ("monitor", "prometheus"): "plugins/mlops-monitors (pip install mlops-monitors)",
     ("monitor", "drift"): "plugins/mlops-monitors (pip install mlops-monitors)",
     ("monitor", "log"): "plugins/mlops-monitors (pip install mlops-monitors)",
+    ("batch", "dask"): "plugins/mlops-batch-dask (pip install mlops-batch-dask)",
+    ("batch", "ray"): "plugins/mlops-batch-ray (pip install mlops-batch-ray)",
+    ("batch", "spark"): "plugins/mlops-batch-spark (pip install mlops-batch-spark)",
 }
 
 
@@ -198,6 +201,10 @@ class BackendRegistrar:
 
     def add_format(self, name: str, factory: Any, **kw: Any) -> None:
         self.add("format", name, factory, **kw)
+
+    def add_batch_engine(self, name: str, factory: Any, **kw: Any) -> None:
+        """Offer a batch scoring engine: ``factory(config, context)`` returns a :class:`~mlops_core.interfaces.BatchEngine`."""
+        self.add("batch", name, factory, **kw)
 
 
 

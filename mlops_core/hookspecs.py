@@ -35,6 +35,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from pathlib import Path
 
+    from .batch.types import BatchResult
     from .catalog import BackendRegistrar, CommandRegistrar
     from .entities import (Alert, AliasChange, Deployment, DeploymentAction, DriftReport, ImageRef, ModelVersion,
                            PredictionBatch, PredictionEvent)
@@ -199,6 +200,22 @@ def mlops_predictions_batch(batch: "PredictionBatch") -> None:
     :param batch: columns of the calls (latencies, batch sizes, timestamps,
         errors, request ids) and their input and output tensors; ``batch.events()``
         yields them as :class:`~mlops_core.entities.PredictionEvent`.
+
+    Return value ignored.
+    """
+
+
+@hookspec
+def mlops_batch_completed(result: "BatchResult") -> None:
+    """A batch scoring job finished (``mlops batch`` / ``mlops_core.batch_score``), with or without failures.
+
+    Fired once per job, in the driver process, after every partition was scored,
+    skipped or given up on. The partitions' predictions reached monitors before,
+    one ``mlops_predictions_batch`` per partition built from a sample of its rows.
+
+    :param result: a :class:`~mlops_core.batch.types.BatchResult`: model, version,
+        engine, rows written, partitions, skipped and failed ones, seconds, output URL
+        (``to_dict()`` for JSON).
 
     Return value ignored.
     """

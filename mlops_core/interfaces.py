@@ -12,7 +12,7 @@ import abc
 import posixpath
 import re
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 import attrs
 
@@ -43,6 +43,7 @@ from .entities import (
 from .errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .batch.types import PartitionResult, PartitionTask
     from .events import EventDispatcher
     from .leftovers import Leftover
 
@@ -55,6 +56,7 @@ __all__ = [
     "Deployer",
     "Monitor",
     "ModelFormat",
+    "BatchEngine",
     "StackView",
     "validate_key",
 ]
@@ -539,6 +541,35 @@ class Monitor(Backend):
     wrappers are refused. Event delivery isolates monitors: an exception is
     logged and counted, never propagated to serving.
     """
+
+
+# ----------------------------------------------------------------------- batch
+class BatchEngine(Backend):
+    """Runs the partitions of a batch scoring job on an engine's workers (processes, Dask, Ray, Spark).
+
+    The core owns the job: it plans one :class:`~mlops_core.batch.types.PartitionTask`
+    per input file, skips those whose output exists, retries failed ones, fires the
+    events and aggregates the result. An engine only *executes* tasks: it calls
+    :func:`mlops_core.batch.worker.run_task` on its workers (that function never
+    raises; it loads the verified model once per worker process, reads, scores and
+    writes the partition atomically) and hands each
+    :class:`~mlops_core.batch.types.PartitionResult` to ``on_result`` in the driver
+    process as it arrives.
+
+    Worker loss is the engine's own business (Dask ``retries``, Ray ``max_retries``,
+    Spark task retries): a task that runs twice writes the same output key twice,
+    atomically, so every row is still written exactly once. A task whose result
+    carries ``error`` is retried by the core, which calls :meth:`run` again.
+    """
+
+    @abc.abstractmethod
+    def run(self, tasks: "Sequence[PartitionTask]", *,
+            on_result: "Callable[[PartitionResult], None]") -> None:
+        """Execute ``run_task`` for every task; call ``on_result`` in this process once per task."""
+
+    def workers(self) -> int:
+        """How many partitions the engine scores at once (a hint for planning and progress)."""
+        return 1
 
 
 # ---------------------------------------------------------------------- format

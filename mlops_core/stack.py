@@ -3,7 +3,7 @@
 Resolution order (later wins):
 
 1. embedded defaults: storage ``fsspec``, registry ``sqlite``, builder ``oci``,
-   deployer ``process``, no monitors; state under ``./.mlops``;
+   deployer ``process``, batch engine ``local``, no monitors; state under ``./.mlops``;
 2. the stack file: ``$MLOPS_CONFIG``, else the first ``mlops.toml`` or
    ``pyproject.toml`` with a ``[tool.mlops]`` table found from the current
    folder upwards, stopping at a repository root (``.git``) or the home folder;
@@ -57,8 +57,8 @@ import pluggy
 from . import hookspecs
 from .errors import ConfigError, MlopsError, PluginError
 from .events import EventDispatcher, check_plugin
-from .interfaces import (ArtifactStore, Backend, BackendContext, Deployer, ImageBuilder, ModelRegistry,
-                         Monitor)
+from .interfaces import (ArtifactStore, Backend, BackendContext, BatchEngine, Deployer, ImageBuilder,
+                         ModelRegistry, Monitor)
 from .plugins import PluginManager, get_plugin_manager
 
 if sys.version_info >= (3, 11):
@@ -72,10 +72,11 @@ __all__ = ["DEFAULTS", "ComponentConfig", "StackConfig", "Stack", "find_config_f
 #: Written by ``mlops stack use NAME`` beside the stack file: the profile chosen for that project.
 ACTIVE_STACK_FILE = ".mlops-stack"
 
-SINGLE_COMPONENTS = ("storage", "registry", "builder", "deployer")
-DEFAULTS: Mapping[str, str] = {"storage": "fsspec", "registry": "sqlite", "builder": "oci", "deployer": "process"}
+SINGLE_COMPONENTS = ("storage", "registry", "builder", "deployer", "batch")
+DEFAULTS: Mapping[str, str] = {"storage": "fsspec", "registry": "sqlite", "builder": "oci", "deployer": "process",
+                               "batch": "local"}
 _ABC = {"storage": ArtifactStore, "registry": ModelRegistry, "builder": ImageBuilder, "deployer": Deployer,
-        "monitor": Monitor}
+        "monitor": Monitor, "batch": BatchEngine}
 
 
 @attrs.frozen
@@ -399,6 +400,11 @@ class Stack:
     @property
     def deployer(self) -> Deployer:
         return self.component("deployer")
+
+    @property
+    def batch_engine(self) -> BatchEngine:
+        """The stack's batch scoring engine (``[batch] backend``, default ``local``)."""
+        return self.component("batch")
 
     @property
     def monitors(self) -> list[Monitor]:

@@ -53,6 +53,9 @@ class OtelConfig:
 
     ``endpoint``: the OTLP/HTTP base URL (``/v1/traces`` and ``/v1/metrics`` are
     appended; default ``$OTEL_EXPORTER_OTLP_ENDPOINT`` or ``http://localhost:4318``);
+    ``traces_endpoint``/``metrics_endpoint``: full URLs for one signal, when traces and
+    metrics go to different backends (say Tempo or Phoenix for traces, Mimir or
+    Prometheus for metrics), as OpenTelemetry's ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT``;
     ``headers``: sent with every export (API keys); ``service_name``: the
     ``service.name`` resource attribute; ``traces``/``metrics``: switch either off;
     ``trace_sample_rate``: fraction of calls without a caller trace that get a span;
@@ -60,6 +63,8 @@ class OtelConfig:
     """
 
     endpoint: str = attrs.field(factory=_endpoint_default)
+    traces_endpoint: str | None = None
+    metrics_endpoint: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
     service_name: str = "mlops-server"
     traces: bool = True
@@ -71,7 +76,9 @@ class OtelConfig:
     seed: int | None = None
 
     def url(self, signal: str) -> str:
-        return self.endpoint.rstrip("/") + f"/v1/{signal}"
+        """Where ``signal`` (``traces`` or ``metrics``) is posted."""
+        own = self.traces_endpoint if signal == "traces" else self.metrics_endpoint
+        return own or self.endpoint.rstrip("/") + f"/v1/{signal}"
 
 
 class OtelMonitor(MonitorBase):
@@ -125,8 +132,10 @@ class OtelMonitor(MonitorBase):
         self.worker = BackgroundWorker("otel", self._process, maxsize=cfg.queue_size)
 
     def check(self) -> str:
-        return f"otel: OTLP/HTTP to {self.config.endpoint} (traces {'on' if self.config.traces else 'off'}, " \
-               f"metrics {'on' if self.config.metrics else 'off'})"
+        cfg = self.config
+        traces = cfg.url("traces") if cfg.traces else "off"
+        metrics = cfg.url("metrics") if cfg.metrics else "off"
+        return f"otel: OTLP/HTTP traces {traces}, metrics {metrics}"
 
     # ------------------------------------------------------------ events
     @hookimpl

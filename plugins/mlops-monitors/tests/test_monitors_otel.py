@@ -256,3 +256,31 @@ def test_served_calls_reach_the_receivers_with_the_callers_trace_and_request_id(
     assert first["request_id"] == trace_ids[0] and first["latency_ms"] > 0 and first["rows"] == 2
     assert [r["status"] for r in access if r["request_id"] == "bad-1"] == [400]
     assert all(set(r) >= {"ts", "level", "msg", "pid"} for r in lines)
+
+
+def test_sampling_follows_the_callers_decision_and_the_rate_for_the_rest():
+    """ParentBased sampling: a sampled traceparent is always traced, an unsampled one never, others by the rate."""
+    from mlops_core.entities import PredictionBatch
+    from mlops_monitors.otel import OtelConfig, OtelMonitor
+
+    n = 400
+    parents = ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # sampled: kept
+               "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-00",  # not sampled: dropped
+               "ff-0af7651916cd43dd8448eb211c80319e-b7ad6b7169203331-01",  # invalid version: ignored
+               "00-00000000000000000000000000000000-b7ad6b7169203331-01"]  # zero trace id: ignored
+    batch = PredictionBatch(model="m", version=1, count=n, latency_s=np.full(n, 0.001),
+                            batch_size=np.ones(n, dtype=np.int64), timestamp=np.full(n, 1_700_000_000.0),
+                            errors=[None] * n, request_ids=[None] * n, inputs={}, outputs={},
+                            traceparents=parents + [None] * (n - len(parents)))
+    monitor = OtelMonitor(OtelConfig(endpoint="http://127.0.0.1:9", metrics=False, trace_sample_rate=0.25, seed=3))
+    try:
+        spans = monitor._spans(batch)
+    finally:
+        monitor.close()
+    traced = {format(s.context.trace_id, "032x") for s in spans}
+    assert "0af7651916cd43dd8448eb211c80319c" in traced and "0af7651916cd43dd8448eb211c80319d" not in traced
+    child = next(s for s in spans if s.parent is not None)
+    assert format(child.parent.span_id, "016x") == "b7ad6b7169203331" and child.parent.is_remote
+    assert sum(s.parent is not None for s in spans) == 1
+    assert 60 <= len(spans) - 1 <= 140  # about a quarter of the 398 calls without a usable parent
+    assert len({s.context.span_id for s in spans}) == len(spans)

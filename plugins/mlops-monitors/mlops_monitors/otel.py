@@ -125,7 +125,7 @@ class OtelMonitor(MonitorBase):
         self._sampled = TraceFlags(TraceFlags.SAMPLED)
         self._rng = random.Random(self.config.seed)
         resource = Resource.create({"service.name": self.config.service_name})
-        self._resource = resource
+        self._resource = _resource_with_cached_hash(resource)
         self._scope = InstrumentationScope("mlops_monitors.otel")
         cfg = self.config
         self.span_exporter = self.meter_provider = None
@@ -250,6 +250,22 @@ class OtelMonitor(MonitorBase):
                     provider.shutdown()
                 except Exception:
                     log.exception("the OpenTelemetry SDK failed to shut down cleanly")
+
+
+def _resource_with_cached_hash(resource: Any) -> Any:
+    """``resource`` whose hash is computed once: the OTLP encoder groups spans by resource, hashing it per
+    span, and ``Resource.__hash__`` serialises every attribute to JSON each time (~15 % of encoding)."""
+    from opentelemetry.sdk.resources import Resource
+
+    class _HashedResource(Resource):
+        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+            super().__init__(attributes, schema_url)
+            self._hash = Resource.__hash__(self)
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return _HashedResource(resource.attributes, resource.schema_url)
 
 
 def create_monitor(config: OtelConfig, context: Any) -> OtelMonitor:

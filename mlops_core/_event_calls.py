@@ -52,7 +52,7 @@ class EventCalls:
         self._broadcast("mlops_predictions_served", event=event)
 
     def predictions_batch(self, batch: PredictionBatch) -> None:
-        """Prediction calls of one model version, delivered together (about every 200 ms while serving). Fires ``mlops_predictions_batch``."""
+        """Prediction calls of one model version, delivered together (about once a second while serving). Fires ``mlops_predictions_batch``."""
         self._broadcast("mlops_predictions_batch", batch=batch)
 
     def batch_completed(self, result: BatchResult) -> None:

@@ -188,7 +188,7 @@ def mlops_predictions_served(event: "PredictionEvent") -> None:
 
 @hookspec
 def mlops_predictions_batch(batch: "PredictionBatch") -> None:
-    """Prediction calls of one model version, delivered together (about every 200 ms while serving).
+    """Prediction calls of one model version, delivered together (about once a second while serving).
 
     The fast path for monitors: one call per batch instead of one per request.
     A plugin that implements this hook receives served predictions *only* here,

@@ -7,8 +7,8 @@ One small scikit-learn model (LogisticRegression, 4 features) is served by
 * ``all`` (B): the ``prometheus``, ``drift`` and ``log`` monitors with their defaults
   (log samples 10 % of calls), plus the drift profile of the version;
 * optional extras (``--extra``): ``no-op listener`` (one plugin listening and doing nothing),
-  ``all, log 100%``, ``all + otel`` (needs ``mlops-monitors[otel]``; exports to a local
-  OTLP/HTTP sink started by this script).
+  ``all, log 100%``, ``all + otel`` and ``all + otel 10%`` (``trace_sample_rate = 0.1``;
+  both need ``mlops-monitors[otel]`` and export to a local OTLP/HTTP sink started by this script).
 
 ``wrk`` (Debian package ``wrk``, a load generator written in C) drives each server in turn
 with keep-alive connections, at each concurrency of ``--concurrency`` (default 1, 8 and 32).
@@ -54,6 +54,7 @@ EXTRAS = {
     "no-op listener": "",
     "all, log 100%": ALL.replace('backend = "log"\n', 'backend = "log"\nsample_rate = 1.0\n'),
     "all + otel": ALL + '[[monitors]]\nbackend = "otel"\nendpoint = "{otlp}"\n',
+    "all + otel 10%": ALL + '[[monitors]]\nbackend = "otel"\nendpoint = "{otlp}"\ntrace_sample_rate = 0.1\n',
 }
 
 
@@ -223,7 +224,7 @@ def main() -> int:
                                    "data": row * args.rows}]})
     work = Path(tempfile.mkdtemp(prefix="mlops-bench-monitoring-"))
     servers: list[Server] = []
-    sink = OtlpSink() if "all + otel" in args.extra else None
+    sink = OtlpSink() if any("otel" in name for name in args.extra) else None
     configs = dict(CONFIGS)
     for name in args.extra:
         configs[name] = EXTRAS[name].replace("{otlp}", sink.url if sink else "")

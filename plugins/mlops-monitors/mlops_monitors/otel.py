@@ -21,6 +21,16 @@ monitor is built.
 The server hands calls over in batches (``mlops_predictions_batch``); the
 monitor turns a batch into spans and measurements on its own background thread,
 so the SDK's per-span cost never reaches the serving thread.
+
+Why spans are built as finished ``ReadableSpan`` records and handed to the OTLP
+exporter per batch, not through ``tracer.start_span``/``span.end`` and a
+``BatchSpanProcessor``: the calls are already over and already batched, so the
+tracer's live-span machinery (context, sampler, span locks, processor queue and
+its thread) only added cost: 60-100 µs of CPU per span against about 7 for the
+record, measured on a loaded 2-core machine (``OTLP`` encoding, about 70 µs a span
+there, is the same either way). Sampling follows the SDK default
+``ParentBased(TraceIdRatio)``: a caller's sampled ``traceparent`` is always kept,
+an unsampled one never, and ``trace_sample_rate`` decides for calls without one.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from typing import Any, Mapping
 
 import attrs
@@ -43,6 +54,13 @@ __all__ = ["OtelConfig", "OtelMonitor", "create_monitor"]
 log = logging.getLogger("mlops_monitors.otel")
 
 
+#: W3C trace context: version-traceid-parentid-flags (later versions may append fields; "ff" is invalid).
+_TRACEPARENT = re.compile(r"^(?!ff)[0-9a-f]{2}-(?!0{32})([0-9a-f]{32})-(?!0{16})([0-9a-f]{16})-([0-9a-f]{2})(?:-|$)",
+                          re.IGNORECASE)
+#: Spans per OTLP request (the SDK's BatchSpanProcessor default).
+EXPORT_BATCH = 512
+
+
 def _endpoint_default() -> str:
     return os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318")
 
@@ -53,6 +71,9 @@ class OtelConfig:
 
     ``endpoint``: the OTLP/HTTP base URL (``/v1/traces`` and ``/v1/metrics`` are
     appended; default ``$OTEL_EXPORTER_OTLP_ENDPOINT`` or ``http://localhost:4318``);
+    ``traces_endpoint``/``metrics_endpoint``: full URLs for one signal, when traces and
+    metrics go to different backends (say Tempo or Phoenix for traces, Mimir or
+    Prometheus for metrics), as OpenTelemetry's ``OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT``;
     ``headers``: sent with every export (API keys); ``service_name``: the
     ``service.name`` resource attribute; ``traces``/``metrics``: switch either off;
     ``trace_sample_rate``: fraction of calls without a caller trace that get a span;
@@ -60,6 +81,8 @@ class OtelConfig:
     """
 
     endpoint: str = attrs.field(factory=_endpoint_default)
+    traces_endpoint: str | None = None
+    metrics_endpoint: str | None = None
     headers: Mapping[str, str] = attrs.field(factory=dict, converter=dict)
     service_name: str = "mlops-server"
     traces: bool = True
@@ -71,7 +94,9 @@ class OtelConfig:
     seed: int | None = None
 
     def url(self, signal: str) -> str:
-        return self.endpoint.rstrip("/") + f"/v1/{signal}"
+        """Where ``signal`` (``traces`` or ``metrics``) is posted."""
+        own = self.traces_endpoint if signal == "traces" else self.metrics_endpoint
+        return own or self.endpoint.rstrip("/") + f"/v1/{signal}"
 
 
 class OtelMonitor(MonitorBase):
@@ -88,26 +113,26 @@ class OtelMonitor(MonitorBase):
             from opentelemetry.sdk.metrics import MeterProvider
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
             from opentelemetry.sdk.resources import Resource
-            from opentelemetry.sdk.trace import TracerProvider
-            from opentelemetry.sdk.trace.export import BatchSpanProcessor
-            from opentelemetry.trace import SpanKind, Status, StatusCode
-            from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+            from opentelemetry.sdk.trace import ReadableSpan
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+            from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
         except ImportError as exc:
             raise BackendUnavailableError(
                 f"the otel monitor needs the OpenTelemetry SDK ({exc.name} is missing)",
                 hint='pip install "mlops-monitors[otel]"') from None
-        self._SpanKind, self._Status, self._StatusCode = SpanKind, Status, StatusCode
-        self._propagator = TraceContextTextMapPropagator()
+        self._ReadableSpan, self._SpanContext, self._Status = ReadableSpan, SpanContext, Status
+        self._server_kind, self._error_code = SpanKind.SERVER, StatusCode.ERROR
+        self._sampled = TraceFlags(TraceFlags.SAMPLED)
         self._rng = random.Random(self.config.seed)
         resource = Resource.create({"service.name": self.config.service_name})
+        self._resource = _resource_with_cached_hash(resource)
+        self._scope = InstrumentationScope("mlops_monitors.otel")
         cfg = self.config
-        self.tracer_provider = self.meter_provider = None
+        self.span_exporter = self.meter_provider = None
+        self.spans_exported = self.spans_failed = 0
         if cfg.traces:
-            self.tracer_provider = TracerProvider(resource=resource)
-            self.tracer_provider.add_span_processor(BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=cfg.url("traces"), headers=dict(cfg.headers), timeout=cfg.timeout_s),
-                max_queue_size=8192, max_export_batch_size=512))
-            self._tracer = self.tracer_provider.get_tracer("mlops_monitors.otel")
+            self.span_exporter = OTLPSpanExporter(endpoint=cfg.url("traces"), headers=dict(cfg.headers),
+                                                  timeout=cfg.timeout_s)
         if cfg.metrics:
             reader = PeriodicExportingMetricReader(
                 OTLPMetricExporter(endpoint=cfg.url("metrics"), headers=dict(cfg.headers), timeout=cfg.timeout_s),
@@ -125,8 +150,10 @@ class OtelMonitor(MonitorBase):
         self.worker = BackgroundWorker("otel", self._process, maxsize=cfg.queue_size)
 
     def check(self) -> str:
-        return f"otel: OTLP/HTTP to {self.config.endpoint} (traces {'on' if self.config.traces else 'off'}, " \
-               f"metrics {'on' if self.config.metrics else 'off'})"
+        cfg = self.config
+        traces = cfg.url("traces") if cfg.traces else "off"
+        metrics = cfg.url("metrics") if cfg.metrics else "off"
+        return f"otel: OTLP/HTTP traces {traces}, metrics {metrics}"
 
     # ------------------------------------------------------------ events
     @hookimpl
@@ -138,8 +165,8 @@ class OtelMonitor(MonitorBase):
         for batch in batches:
             if self.meter_provider is not None:
                 self._measure(batch)
-            if self.tracer_provider is not None:
-                self._trace(batch)
+            if self.span_exporter is not None:
+                self._export(self._spans(batch))
 
     def _measure(self, batch: Any) -> None:
         attrs_ = {"mlops.model": batch.model, "mlops.model.version": "" if batch.version is None
@@ -156,49 +183,89 @@ class OtelMonitor(MonitorBase):
                 else batch.latency_s:
             record(latency, attrs_)
 
-    def _trace(self, batch: Any) -> None:
+    def _spans(self, batch: Any) -> list[Any]:
+        """Finished span records of a batch's sampled calls (see the module docstring for why not start_span)."""
         rate = self.config.trace_sample_rate
+        rnd, bits = self._rng.random, self._rng.getrandbits
         parents = batch.traceparents or [None] * batch.count
         version = "" if batch.version is None else str(batch.version)
         name = f"predict {batch.model}"
+        ends = batch.timestamp[:batch.count].tolist() if hasattr(batch.timestamp, "tolist") else batch.timestamp
+        latencies = batch.latency_s[:batch.count].tolist() if hasattr(batch.latency_s, "tolist") else batch.latency_s
+        rows = batch.batch_size[:batch.count].tolist() if hasattr(batch.batch_size, "tolist") else batch.batch_size
+        span, context, sampled = self._ReadableSpan, self._SpanContext, self._sampled
+        out = []
         for i in range(batch.count):
-            parent = parents[i]
-            if parent is None and rate < 1.0 and self._rng.random() >= rate:
+            match = _TRACEPARENT.match(parents[i]) if parents[i] else None
+            parent = None
+            if match is not None:  # an invalid traceparent is ignored, as the W3C spec asks
+                if not int(match.group(3), 16) & 1:
+                    continue  # the caller did not sample this trace
+                parent = context(int(match.group(1), 16), int(match.group(2), 16), True, sampled)
+                trace_id = parent.trace_id
+            elif rate < 1.0 and rnd() >= rate:
                 continue
-            ctx = self._propagator.extract({"traceparent": parent}) if parent else None
-            end_ns = int(float(batch.timestamp[i]) * 1e9)
-            start_ns = end_ns - int(float(batch.latency_s[i]) * 1e9)
+            else:
+                trace_id = bits(128) or 1
+            end_ns = int(ends[i] * 1e9)
             attributes: dict[str, Any] = {"mlops.model": batch.model, "mlops.model.version": version,
-                                          "mlops.batch_size": int(batch.batch_size[i])}
+                                          "mlops.batch_size": int(rows[i])}
             if batch.request_ids[i] is not None:
                 attributes["mlops.request_id"] = batch.request_ids[i]
-            span = self._tracer.start_span(name, context=ctx, kind=self._SpanKind.SERVER, start_time=start_ns,
-                                           attributes=attributes)
             error = batch.errors[i]
+            status = self._Status()
             if error is not None:
-                span.set_attribute("error.type", error.split(":", 1)[0][:100])
-                span.set_status(self._Status(self._StatusCode.ERROR, error[:500]))
-            span.end(end_time=end_ns)
+                attributes["error.type"] = error.split(":", 1)[0][:100]
+                status = self._Status(self._error_code, error[:500])
+            out.append(span(name, context(trace_id, bits(64) or 1, False, sampled), parent, self._resource,
+                            attributes, kind=self._server_kind, status=status, instrumentation_scope=self._scope,
+                            start_time=end_ns - int(latencies[i] * 1e9), end_time=end_ns))
+        return out
+
+    def _export(self, spans: list[Any]) -> None:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        for start in range(0, len(spans), EXPORT_BATCH):
+            chunk = spans[start:start + EXPORT_BATCH]
+            if self.span_exporter.export(chunk) == SpanExportResult.SUCCESS:
+                self.spans_exported += len(chunk)
+            else:  # the exporter logged why; the spans are lost, serving goes on
+                self.spans_failed += len(chunk)
+                self.worker.errors += 1
 
     # ------------------------------------------------------------- lifecycle
     def flush(self, timeout: float = 10.0) -> bool:
         """Process queued batches, then export every pending span and metric now."""
-        done = self.worker.flush(timeout)
+        done = self.worker.flush(timeout)  # spans are exported by the worker itself
         ms = int(timeout * 1000)
-        if self.tracer_provider is not None:
-            done = self.tracer_provider.force_flush(ms) and done
         if self.meter_provider is not None:
             done = self.meter_provider.force_flush(ms) and done
         return bool(done)
 
     def close(self) -> None:
         super().close()
-        for provider in (self.tracer_provider, self.meter_provider):
+        for provider in (self.span_exporter, self.meter_provider):
             if provider is not None:
                 try:
                     provider.shutdown()
                 except Exception:
                     log.exception("the OpenTelemetry SDK failed to shut down cleanly")
+
+
+def _resource_with_cached_hash(resource: Any) -> Any:
+    """``resource`` whose hash is computed once: the OTLP encoder groups spans by resource, hashing it per
+    span, and ``Resource.__hash__`` serialises every attribute to JSON each time (~15 % of encoding)."""
+    from opentelemetry.sdk.resources import Resource
+
+    class _HashedResource(Resource):
+        def __init__(self, attributes: Any, schema_url: str | None = None) -> None:
+            super().__init__(attributes, schema_url)
+            self._hash = Resource.__hash__(self)
+
+        def __hash__(self) -> int:
+            return self._hash
+
+    return _HashedResource(resource.attributes, resource.schema_url)
 
 
 def create_monitor(config: OtelConfig, context: Any) -> OtelMonitor:

@@ -138,12 +138,13 @@ def _need(binary: str, package: str) -> str:
 class Service:
     """A process started on a free port and stopped (by its pid) at the end."""
 
-    def __init__(self, argv: list[str], url: str, ready_path: str, log: Path) -> None:
+    def __init__(self, argv: list[str], url: str, ready_path: str, log: Path, *, env: dict[str, str] | None = None,
+                 timeout: float = 60.0, cwd: Path | None = None) -> None:
         self.url = url
         self._log = open(log, "wb")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         try:
-            wait_until(lambda: self.proc.poll() is None and http_get(url + ready_path) is not None, 60,
+            wait_until(lambda: self.proc.poll() is None and http_get(url + ready_path) is not None, timeout,
                        what=f"{argv[0]} at {url}")
         except AssertionError:
             self.stop()

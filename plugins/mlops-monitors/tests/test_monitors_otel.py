@@ -1,8 +1,16 @@
-"""The ``otel`` monitor against a real OTLP/HTTP receiver process (``otlp_receiver.py``, see its docstring).
+"""The ``otel`` monitor against real OTLP/HTTP receivers.
+
+* **Traces: Arize Phoenix**, a third-party observability server (``phoenix_receiver.py``):
+  the spans are checked in what Phoenix stored and serves back through its REST API.
+  This is the real check that any OTLP backend takes our traces.
+* **Metrics, and the wire-level fields Phoenix does not serve back** (the resource's
+  ``service.name``, the OTel span kind): ``otlp_receiver.py``, our own process that
+  decodes each request with the official protobuf definitions (Phoenix takes no
+  metrics; no third-party OTLP metrics receiver installs here, see its docstring).
 
 End to end: a real ``python -m mlops_server`` builds the stack's ``otel`` monitor,
-serves calls that carry a W3C ``traceparent`` and an ``X-Request-ID``, and the
-receiver decodes what the OpenTelemetry SDK's OTLP exporter sent over the wire.
+serves calls that carry a W3C ``traceparent`` and an ``X-Request-ID``; its spans
+land in Phoenix and its metrics at the protocol-level receiver.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import numpy as np
 import pytest
 
 from monitors_fixtures import Service, free_port, wait_until
+from phoenix_receiver import Phoenix
 
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
@@ -37,6 +46,23 @@ def receiver(tmp_path):
     service.out = out
     yield service
     service.stop()
+
+
+@pytest.fixture(scope="module")
+def phoenix(tmp_path_factory):
+    """One Phoenix server for the module (it takes seconds to start; the tests tell their spans apart by model)."""
+    server = Phoenix(tmp_path_factory.mktemp("phoenix"))
+    yield server
+    server.stop()
+
+
+def _phoenix_spans(phoenix, model: str, count: int) -> list[dict]:
+    """The spans of ``model`` once Phoenix has stored ``count`` of them (it inserts in the background)."""
+    def stored():
+        spans = [s for s in phoenix.spans() if s["attributes"].get("mlops.model") == model]
+        return spans if len(spans) >= count else None
+
+    return wait_until(stored, 60, 0.5, f"{count} spans of {model} in Phoenix")
 
 
 def _received(receiver) -> list[dict]:
@@ -117,7 +143,45 @@ def test_monitor_exports_spans_and_metrics_in_process(receiver):
 
 
 @pytest.mark.slow
-def test_served_calls_reach_the_receiver_with_the_callers_trace_and_request_id(receiver, tmp_path):
+def test_spans_are_stored_by_phoenix_and_metrics_reach_their_own_endpoint(phoenix, receiver):
+    from mlops_core.entities import PredictionEvent
+    from mlops_core.plugins import PluginManager
+    from mlops_monitors.otel import OtelConfig, OtelMonitor
+
+    pm = PluginManager(autoload=False)
+    monitor = OtelMonitor(OtelConfig(endpoint="http://127.0.0.1:9", traces_endpoint=phoenix.url + "/v1/traces",
+                                     metrics_endpoint=receiver.url + "/v1/metrics", export_interval_s=60, seed=1))
+    pm.register(monitor, name="monitor:otel:0")
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for i in range(5):
+        pm.hooks.predictions_served(PredictionEvent(
+            model="phoenix-kit", version=2, inputs={"x": np.ones((3, 4))}, outputs={"y": np.zeros(3)},
+            latency_s=0.002, batch_size=3, timestamp=1_700_000_000.0 + i, request_id=f"req-{i}",
+            traceparent=parent if i == 0 else None, error="ValueError: bad" if i == 4 else None))
+    assert monitor.flush(60)
+    monitor.close()
+    spans = _phoenix_spans(phoenix, "phoenix-kit", 5)
+    assert len(spans) == 5 and {s["name"] for s in spans} == {"predict phoenix-kit"}
+    by_request = {s["attributes"]["mlops.request_id"]: s for s in spans}
+    child = by_request["req-0"]
+    assert child["context"]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"  # inside the caller's trace
+    assert child["parent_id"] == "b7ad6b7169203331"
+    assert child["start_time"] == "2023-11-14T22:13:19.998000+00:00"  # the call's real start and end
+    assert child["end_time"] == "2023-11-14T22:13:20+00:00"
+    assert child["attributes"]["mlops.model.version"] == "2" and child["attributes"]["mlops.batch_size"] == 3
+    assert child["status_code"] == "UNSET"
+    failed = by_request["req-4"]
+    assert failed["status_code"] == "ERROR" and failed["status_message"] == "ValueError: bad"
+    assert failed["attributes"]["error.type"] == "ValueError"
+    assert len({s["context"]["trace_id"] for s in spans}) == 5  # calls without a caller trace start their own
+    records = _received(receiver)
+    assert {r["signal"] for r in records} == {"metrics"}  # traces went to Phoenix only
+    # cumulative temporality, exported at flush and again at close: the latest point holds the total
+    assert max(int(p["asInt"]) for p in _metric_points(records, "mlops.requests")) == 5
+
+
+@pytest.mark.slow
+def test_served_calls_reach_the_receivers_with_the_callers_trace_and_request_id(phoenix, receiver, tmp_path):
     from mlops_core.bundle import save_bundle
     from sklearn.linear_model import LogisticRegression
 
@@ -126,13 +190,15 @@ def test_served_calls_reach_the_receiver_with_the_callers_trace_and_request_id(r
     bundle = save_bundle(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), tmp_path / "bundle", example=x[:5])
     stack = tmp_path / "mlops.toml"
     stack.write_text(f'home = "{tmp_path / "home"}"\n[[monitors]]\nbackend = "otel"\n'
-                     f'endpoint = "{receiver.url}"\nservice_name = "iris-server"\nexport_interval_s = 1.0\n')
+                     f'endpoint = "{receiver.url}"\ntraces_endpoint = "{phoenix.url}/v1/traces"\n'
+                     'service_name = "iris-server"\nexport_interval_s = 1.0\n')
     env = {**os.environ, "MLOPS_CONFIG": str(stack)}
     env.pop("MLOPS_PLUGIN_MODULES", None)
     port = free_port()
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "mlops_server", "--bundle", str(bundle.path), "--name", "iris",
-                             "--model-version", "4", "--port", str(port), "--log-format", "json"],
+    proc = subprocess.Popen([sys.executable, "-m", "mlops_server", "--bundle", str(bundle.path),
+                             "--name", "served-iris", "--model-version", "4", "--port", str(port),
+                             "--log-format", "json"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -143,33 +209,32 @@ def test_served_calls_reach_the_receiver_with_the_callers_trace_and_request_id(r
         for i in range(20):
             trace_id = f"{i + 1:032x}"
             trace_ids.append(trace_id)
-            resp = requests.post(base + "/v2/models/iris/infer", json=body, timeout=10,
+            resp = requests.post(base + "/v2/models/served-iris/infer", json=body, timeout=10,
                                  headers={"traceparent": f"00-{trace_id}-{i + 1:016x}-01"})
             assert resp.status_code == 200
             assert resp.headers["x-request-id"] == trace_id  # the trace id is the request id
             assert resp.json()["id"] == trace_id  # and the V2 response echoes it
-        resp = requests.post(base + "/v2/models/iris/infer", json=body, timeout=10,
+        resp = requests.post(base + "/v2/models/served-iris/infer", json=body, timeout=10,
                              headers={"x-request-id": "order-42"})
         assert resp.headers["x-request-id"] == "order-42" and resp.json()["id"] == "order-42"
-        resp = requests.post(base + "/v2/models/iris/infer", json={**body, "id": "body-id"}, timeout=10,
+        resp = requests.post(base + "/v2/models/served-iris/infer", json={**body, "id": "body-id"}, timeout=10,
                              headers={"x-request-id": "hdr-1"})
         assert resp.json()["id"] == "body-id"  # a V2 id in the body wins in the body
-        bad = requests.post(base + "/v2/models/iris/infer", timeout=10, headers={"x-request-id": "bad-1"},
+        bad = requests.post(base + "/v2/models/served-iris/infer", timeout=10, headers={"x-request-id": "bad-1"},
                             json={"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP64",
                                               "data": [1, 2, 3]}]})
         assert bad.status_code == 400 and bad.headers["x-request-id"] == "bad-1"
 
-        def all_spans():
-            spans = _spans(_received(receiver))
-            return spans if len(spans) >= 22 else None
-
-        spans = wait_until(all_spans, 60, 0.5, "22 spans at the receiver")
-        assert all(s["service"] == "iris-server" and s["name"] == "predict iris" for s in spans)
-        traced = {_b64_hex(s["traceId"]): s for s in spans}
+        spans = _phoenix_spans(phoenix, "served-iris", 22)
+        assert len(spans) == 22 and all(s["name"] == "predict served-iris" for s in spans)
+        traced = {s["context"]["trace_id"]: s for s in spans}
         assert set(trace_ids) <= set(traced)
         for i, trace_id in enumerate(trace_ids):
-            assert _b64_hex(traced[trace_id]["parentSpanId"]) == f"{i + 1:016x}"
+            assert traced[trace_id]["parent_id"] == f"{i + 1:016x}"
+            assert traced[trace_id]["attributes"]["mlops.request_id"] == trace_id
+            assert traced[trace_id]["attributes"]["mlops.model.version"] == "4"
         assert {s["attributes"].get("mlops.request_id") for s in spans} >= {"order-42", "hdr-1"}  # the header wins
+        assert not _spans(_received(receiver))  # traces went to Phoenix only
 
         def requests_counted():
             points = _metric_points(_received(receiver), "mlops.requests")
@@ -188,7 +253,35 @@ def test_served_calls_reach_the_receiver_with_the_callers_trace_and_request_id(r
     access = [r for r in lines if r["logger"] == "mlops_server.access"]
     assert len(access) == 23
     first = access[0]
-    assert first["model"] == "iris" and first["version"] == "4" and first["status"] == 200
+    assert first["model"] == "served-iris" and first["version"] == "4" and first["status"] == 200
     assert first["request_id"] == trace_ids[0] and first["latency_ms"] > 0 and first["rows"] == 2
     assert [r["status"] for r in access if r["request_id"] == "bad-1"] == [400]
     assert all(set(r) >= {"ts", "level", "msg", "pid"} for r in lines)
+
+
+def test_sampling_follows_the_callers_decision_and_the_rate_for_the_rest():
+    """ParentBased sampling: a sampled traceparent is always traced, an unsampled one never, others by the rate."""
+    from mlops_core.entities import PredictionBatch
+    from mlops_monitors.otel import OtelConfig, OtelMonitor
+
+    n = 400
+    parents = ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # sampled: kept
+               "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-00",  # not sampled: dropped
+               "ff-0af7651916cd43dd8448eb211c80319e-b7ad6b7169203331-01",  # invalid version: ignored
+               "00-00000000000000000000000000000000-b7ad6b7169203331-01"]  # zero trace id: ignored
+    batch = PredictionBatch(model="m", version=1, count=n, latency_s=np.full(n, 0.001),
+                            batch_size=np.ones(n, dtype=np.int64), timestamp=np.full(n, 1_700_000_000.0),
+                            errors=[None] * n, request_ids=[None] * n, inputs={}, outputs={},
+                            traceparents=parents + [None] * (n - len(parents)))
+    monitor = OtelMonitor(OtelConfig(endpoint="http://127.0.0.1:9", metrics=False, trace_sample_rate=0.25, seed=3))
+    try:
+        spans = monitor._spans(batch)
+    finally:
+        monitor.close()
+    traced = {format(s.context.trace_id, "032x") for s in spans}
+    assert "0af7651916cd43dd8448eb211c80319c" in traced and "0af7651916cd43dd8448eb211c80319d" not in traced
+    child = next(s for s in spans if s.parent is not None)
+    assert format(child.parent.span_id, "016x") == "b7ad6b7169203331" and child.parent.is_remote
+    assert sum(s.parent is not None for s in spans) == 1
+    assert 60 <= len(spans) - 1 <= 140  # about a quarter of the 398 calls without a usable parent
+    assert len({s.context.span_id for s in spans}) == len(spans)

@@ -114,9 +114,12 @@ class _EventDispatcher:
     """
 
     #: A buffer is handed over at most this long after its first call: monitors see calls this late
-    #: (no metric or drift window notices 0.2 s). Each hand-off costs the monitors a fixed amount of
-    #: work, so fewer, larger batches keep the overhead low on a lightly loaded server too.
-    FLUSH_S = 0.2
+    #: (no metric scrape or drift window notices 1 s). Each hand-off wakes the dispatcher thread and,
+    #: through it, each monitor's thread: every wake-up is a GIL hand-over, and on a busy machine the
+    #: woken thread can be descheduled while it holds the GIL, stalling the event loop. With 0.2 s
+    #: these stalls were the largest share of the overhead left at c=32 (py-spy, --gil); fewer,
+    #: larger batches also cut the monitors' fixed per-batch work.
+    FLUSH_S = 1.0
     CAPACITY = 4096
 
     def __init__(self, hooks: Any, metrics: ServerMetrics, loop: asyncio.AbstractEventLoop | None,

@@ -41,7 +41,14 @@ _CLUSTER_SCHEMES = ("spark://", "k8s://", "mesos://")
 _POLL = 0.1
 
 
-def _conf(value: Mapping[str, Any] | None) -> dict[str, str]:
+def _conf(value: Mapping[str, Any] | str | None) -> dict[str, str]:
+    """A table of Spark settings, or ``"key=value,key=value"`` (``mlops batch --engine-option conf=...``)."""
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        bad = [k for k, eq, _ in pairs if not eq or not k.strip()]
+        if bad:
+            raise ValueError(f"conf {value!r}: expected key=value,key=value (e.g. spark.executor.memory=4g)")
+        value = {k.strip(): v.strip() for k, _, v in pairs}
     if not isinstance(value, Mapping):
         raise TypeError(f"conf must be a table of Spark settings, got {type(value).__name__}")
     return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}

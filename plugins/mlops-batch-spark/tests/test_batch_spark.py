@@ -91,6 +91,11 @@ def test_settings_map_onto_spark():
     assert "spark.driver.host" not in conf and conf["spark.cores.max"] == "16"  # executors must reach the driver
     with pytest.raises(ValueError, match="at least 1"):
         SparkConfig(workers=0)
+    # what `mlops batch --engine-option conf=...` passes
+    assert SparkConfig(conf="spark.executor.memory=4g, spark.x=a=b").conf == {"spark.executor.memory": "4g",
+                                                                            "spark.x": "a=b"}
+    with pytest.raises(ValueError, match="key=value"):
+        SparkConfig(conf="spark.executor.memory")
 
 
 def test_the_stack_builds_the_spark_engine(tmp_path):

@@ -13,8 +13,9 @@ import pytest
 from mlops_core import api
 from mlops_core.batch.progress import BatchProgress, terminal_progress
 from mlops_core.batch.types import PartitionResult
-from mlops_core.stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig, load_config
-from mlops_core.testing.batch import expected_predictions, make_dataset, read_predictions, train_small_model
+from mlops_core.stack import ComponentConfig, Stack, load_config
+from mlops_core.testing.batch import (batch_stack, expected_predictions, make_dataset, read_predictions,
+                                      train_small_model)
 
 
 def test_cli_json_output_and_no_progress_when_not_a_terminal(tmp_path, run_cli):
@@ -65,10 +66,7 @@ def test_progress_bar_draws_on_a_terminal_only(tmp_path):
 
 
 def test_events_reach_the_stacks_monitors(tmp_path, mlops_hook_recorder):
-    components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
-    components["batch"] = ComponentConfig("local", {"workers": 1})
-    stack = Stack(StackConfig(home=tmp_path / ".mlops", components=components,
-                              monitors=(ComponentConfig("prometheus"),), source="test"))
+    stack = batch_stack(tmp_path / ".mlops", settings={"workers": 1}, monitors=[ComponentConfig("prometheus")])
     try:
         uri = train_small_model(stack=stack)
         data = make_dataset(tmp_path / "data", rows=5000, partitions=5)

@@ -1,4 +1,4 @@
-"""Batch scoring against an S3 API for real (a moto server on loopback): input, output and the staged bundle."""
+"""Batch scoring against object stores for real: S3 (a moto server) and Azure Blob (Azurite), on loopback."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import pytest
 
 pytest.importorskip("s3fs")
 
-from cloud_services import moto_s3  # noqa: E402
+from cloud_services import azurite, moto_s3  # noqa: E402
 
 from mlops_core import api  # noqa: E402
-from mlops_core.stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig  # noqa: E402
-from mlops_core.testing.batch import (expected_predictions, make_dataset, read_predictions,  # noqa: E402
-                                      train_small_model)
+from mlops_core.testing.batch import (batch_stack, expected_predictions, make_dataset,  # noqa: E402
+                                      read_predictions, train_small_model)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("clouds")]
 
@@ -26,9 +25,7 @@ def test_s3_round_trip_with_the_bundle_staged_for_workers(tmp_path, monkeypatch)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3", options["endpoint_url"])
         monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
-        components["batch"] = ComponentConfig("local", {"workers": 2})
-        stack = Stack(StackConfig(home=tmp_path / ".mlops", components=components, source="test"))
+        stack = batch_stack(tmp_path / ".mlops", settings={"workers": 2})
         try:
             uri = train_small_model(stack=stack)
             data = make_dataset(tmp_path / "data", rows=8000, partitions=4)
@@ -48,5 +45,29 @@ def test_s3_round_trip_with_the_bundle_staged_for_workers(tmp_path, monkeypatch)
             again = api.batch_score(uri, "s3://lake/in", "s3://lake/out", keys="id", storage_options=options,
                                     bundle_url="s3://lake/bundles", stack=stack)
             assert (again.rows, again.skipped) == (0, 4)
+        finally:
+            stack.close()
+
+
+def test_azure_blob_round_trip(tmp_path):
+    pytest.importorskip("adlfs")
+    import fsspec
+
+    with azurite(tmp_path, "lake") as options:
+        stack = batch_stack(tmp_path / ".mlops", settings={"workers": 1})
+        try:
+            uri = train_small_model(stack=stack)
+            data = make_dataset(tmp_path / "data", rows=3000, partitions=3, fmt="csv")
+            ids, expected = expected_predictions(uri, make_dataset(tmp_path / "pq", rows=3000, partitions=3),
+                                                 stack=stack)
+            fs = fsspec.filesystem("abfs", **options)
+            for path in sorted(data.iterdir()):
+                fs.put_file(str(path), f"lake/in/{path.name}")
+            result = api.batch_score(uri, "abfs://lake/in", "abfs://lake/out", keys="id", output_format="csv",
+                                     storage_options=options, stack=stack)
+            assert result.ok and result.rows == 3000 and result.partitions == 3
+            frame = read_predictions("abfs://lake/out", storage_options=options)
+            np.testing.assert_array_equal(frame["id"].to_numpy(), ids)
+            np.testing.assert_array_equal(frame["prediction"].to_numpy(), expected)
         finally:
             stack.close()

@@ -34,17 +34,19 @@ EXIT_BIND_FAILED = 4
 
 
 def _unix_server(path: str) -> socket.socket:
+    """Listen on a Unix socket at ``path``; the path appears only once it accepts (bound aside, renamed)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         with unix_address(path) as address:
-            if os.path.exists(path):
-                os.unlink(path)  # a holder killed earlier left it; the deployer holds the deployment's lock
+            staging = f"{address}.{os.getpid()}.tmp"
             old = os.umask(0o177)
             try:
-                server.bind(address)
+                server.bind(staging)
             finally:
                 os.umask(old)
-        server.listen(64)
+            server.listen(64)
+            # Replaces a socket file a killed holder left (the deployer holds the deployment's lock).
+            os.replace(staging, address)
     except BaseException:
         server.close()
         raise

@@ -56,6 +56,7 @@ __all__ = [
     "validate_page_size",
     "validate_version_number",
     "encode_page_token",
+    "PageFilters",
     "decode_page_token",
     "utcnow",
     "to_json",
@@ -189,14 +190,35 @@ def _filters_key(filters: Any) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+class PageFilters:
+    """The filters of one listing call, hashed at most once (for a token decoded and one encoded)."""
+
+    __slots__ = ("filters", "_key")
+
+    def __init__(self, filters: Any) -> None:
+        self.filters = filters
+        self._key: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            self._key = _filters_key(self.filters)
+        return self._key
+
+
+def _key_of(filters: Any) -> str:
+    return filters.key if isinstance(filters, PageFilters) else _filters_key(filters)
+
+
 def encode_page_token(kind: str, position: list[Any], filters: Any = None) -> str:
     """An opaque, URL- and shell-safe page token for keyset paging.
 
     It carries the listing's kind, the last key of the page and a hash of the
     filters the listing was made with, so :func:`decode_page_token` refuses it
-    under other filters.
+    under other filters. ``filters`` may be a :class:`PageFilters`, so that one call
+    that decodes a token and encodes the next hashes its filters once.
     """
-    raw = json.dumps([kind, position, _filters_key(filters)], separators=(",", ":")).encode()
+    raw = json.dumps([kind, position, _key_of(filters)], separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode()
 
 
@@ -211,16 +233,28 @@ def decode_page_token(token: Any, kind: str, filters: Any = None) -> list[Any]:
         raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT) from None
     if token_kind != kind or not isinstance(position, list):
         raise InvalidInputError(f"invalid page token {token!r}", hint=_TOKEN_HINT)
-    if key != _filters_key(filters):
+    if key != _key_of(filters):
         raise InvalidInputError("page token belongs to a listing with other filters", hint=_TOKEN_HINT)
     return position
 
 
+#: Model names already validated by an entity (a listing builds many entities of one model):
+#: a set lookup instead of the regex. Bounded; cleared when full.
+_VALID_NAMES: set[str] = set()
+
+
 def _check_model_name(_inst: Any, _attr: Any, value: str) -> None:
+    if value.__class__ is str and value in _VALID_NAMES:
+        return
     validate_model_name(value)
+    if len(_VALID_NAMES) >= 4096:
+        _VALID_NAMES.clear()
+    _VALID_NAMES.add(value)
 
 
 def _check_version_number(_inst: Any, attr: Any, value: Any) -> None:
+    if value.__class__ is int and 0 < value <= MAX_VERSION:  # the common case, without a call
+        return
     validate_version(value, attr.name)
 
 
@@ -242,6 +276,9 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
+        # Tags and labels hold only strings: one C-level pass over the value types, no loop here.
+        if _PLAIN_TYPES.issuperset(map(type, dict.values(self))):
+            return
         for key, value in dict.items(self):
             if not isinstance(value, _SCALARS) and isinstance(value, Mapping) and not isinstance(value, FrozenDict):
                 dict.__setitem__(self, key, FrozenDict(value))
@@ -264,12 +301,19 @@ class FrozenDict(dict):  # type: ignore[type-arg]
 
 #: Values that are never mappings: skipped without the (slower) ABC check.
 _SCALARS = (str, int, float, bool, type(None), list, tuple)
+#: The exact types of _SCALARS (subclasses, e.g. a Mapping that is also a tuple, take the slow path).
+_PLAIN_TYPES = frozenset(_SCALARS)
 
 
 def _freeze_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     if isinstance(value, FrozenDict):
         return value
-    return FrozenDict(value or {})
+    if value.__class__ is dict and _PLAIN_TYPES.issuperset(map(type, value.values())):  # type: ignore[union-attr]
+        # The common case (a dict of strings, as registries build tags): two C calls, no __init__.
+        frozen = dict.__new__(FrozenDict)
+        dict.update(frozen, value)  # type: ignore[arg-type]
+        return frozen
+    return FrozenDict(value or ())
 
 
 def _literal_validator(literal: Any) -> Any:

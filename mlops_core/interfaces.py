@@ -18,6 +18,7 @@ import attrs
 
 from .entities import (
     AliasChange,
+    PageFilters,
     decode_page_token,
     encode_page_token,
     validate_alias,
@@ -381,7 +382,7 @@ class ModelRegistry(Backend):
             validate_text(name_contains, "name_contains")
         tags = validate_tags(tags)
         validate_page_size(page_size)
-        filters = {"name_contains": name_contains or None, "tags": tags}
+        filters = PageFilters({"name_contains": name_contains or None, "tags": tags})
         after = None
         if page_token is not None:
             position = decode_page_token(page_token, "models", filters)
@@ -408,7 +409,7 @@ class ModelRegistry(Backend):
             validate_model_name(model)
         tags = validate_tags(tags)
         validate_page_size(page_size)
-        filters = {"model": model, "tags": tags}
+        filters = PageFilters({"model": model, "tags": tags})
         after = None
         if page_token is not None:
             position = decode_page_token(page_token, "versions", filters)

@@ -133,59 +133,21 @@ def main() -> int:
     print(f"# ONNX serving benchmark: {os.cpu_count()} CPUs, wrk -t1, keep-alive, {args.duration:g} s per point, "
           f"{args.rounds} round(s); 1-row LogisticRegression(iris) as ONNX, onnxruntime with 1 thread on both sides")
     running: list[bs.Server] = []
-    samples: dict[tuple[str, int], list[dict]] = {}
-    answers = {}
     try:
-        for server in servers:
-            try:
-                server.start()
-            except RuntimeError as exc:
-                tail = server.log.read_text(errors="replace").strip().splitlines()[-8:]
-                print(f"{server.label}: {exc}\n    " + "\n    ".join(tail))
-                server.stop()
-                continue
-            running.append(server)
-            answers[server.label] = json.loads(server.answer)
-            print(f"  {server.label:<32} ready in {server.startup_s:.2f} s", flush=True)
+        running = bs.start_servers(servers, 32, tail=8)
         # Both must give the same answer before their speed means anything.
+        answers = {server.label: json.loads(server.answer) for server in running}
         labels = {k: next(o["data"] for o in v["outputs"] if o["name"] == "label") for k, v in answers.items()}
         print(f"  answers (label): {labels}")
         if len({json.dumps(v) for v in labels.values()}) > 1:
             print("  the servers disagree; not measuring")
             return 1
-        for server in running:
-            bs.wrk(server.url, server.body, max(args.concurrency), min(3.0, args.duration), workdir)  # warm-up
-        for rnd in range(args.rounds):
-            for c in args.concurrency:
-                for server in running:
-                    cpu0 = bs.group_cpu_s(server.proc.pid)
-                    point = bs.wrk(server.url, server.body, c, args.duration, workdir)
-                    cpu = bs.group_cpu_s(server.proc.pid) - cpu0
-                    point["cpu_us_per_req"] = cpu / point["requests"] * 1e6 if point["requests"] else float("nan")
-                    samples.setdefault((server.label, c), []).append(point)
-                    print(f"  round {rnd + 1} {server.label:<32} c={c:<3} {point['rps']:>8.0f} req/s  "
-                          f"p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:7.2f} ms  "
-                          f"server CPU {point['cpu_us_per_req']:6.0f} us/req  errors {point['errors']}", flush=True)
+        results = bs.measure(running, args.concurrency, args.rounds, args.duration, workdir, 32)
     finally:
         for server in running:
             server.stop()
-    results = {}
-    for server in running:
-        points = {}
-        for c in args.concurrency:
-            runs = sorted(samples[(server.label, c)], key=lambda r: r["rps"])
-            points[c] = runs[len(runs) // 2]
-        results[server.label] = {"startup_s": server.startup_s, "rss_mb": server.rss_mb, "points": points}
-    print()
+    bs.print_results(results, args.concurrency, 32)
     cs = args.concurrency
-    header = f"{'server':<32} {'start s':>7} {'RSS MB':>7} " + " ".join(
-        f"{'c=' + str(c) + ' req/s':>12} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>6}" for c in cs)
-    print(header)
-    print("-" * len(header))
-    for label, r in results.items():
-        cells = " ".join(f"{r['points'][c]['rps']:>12.0f} {r['points'][c]['p50_ms']:>7.2f} {r['points'][c]['p99_ms']:>7.2f}"
-                         f" {r['points'][c]['cpu_us_per_req']:>6.0f}" for c in cs)
-        print(f"{label:<32} {r['startup_s']:>7.2f} {r['rss_mb']:>7.0f} {cells}")
     if len(results) == 2:
         ours, peer_label = list(results)
         print("\nratios (ours / MLServer): throughput x, p99 latency x (lower is better); target at c=32: >= 2x rps, p99 < 1x")

@@ -275,6 +275,66 @@ def mlserver_servers(workdir: Path) -> list[Server]:
 
 
 # --------------------------------------------------------------------- main
+def start_servers(servers: list[Server], width: int, tail: int = 6) -> list[Server]:
+    """Start each server in turn (fair start-up times); the ones that came up. Failures print their log tail."""
+    running = []
+    for server in servers:
+        try:
+            server.start()
+        except RuntimeError as exc:
+            lines = server.log.read_text(errors="replace").strip().splitlines()[-tail:]
+            print(f"{server.label}: {exc}\n    " + "\n    ".join(lines))
+            server.stop()
+            continue
+        running.append(server)
+        print(f"  {server.label:<{width}} ready in {server.startup_s:.2f} s", flush=True)
+    return running
+
+
+def measure(running: list[Server], concurrency: list[int], rounds: int, duration: float, workdir: Path,
+            width: int) -> dict[str, dict]:
+    """Warm up, then every point round-robin over the servers; per server the median round by req/s.
+
+    Round-robin: every server sees the same share of whatever else the machine is doing.
+    """
+    for server in running:
+        wrk(server.url, server.body, max(concurrency), min(3.0, duration), workdir)  # warm-up
+    samples: dict[tuple[str, int], list[dict]] = {}
+    for rnd in range(rounds):
+        for c in concurrency:
+            for server in running:
+                assert server.proc is not None
+                cpu0 = group_cpu_s(server.proc.pid)
+                point = wrk(server.url, server.body, c, duration, workdir)
+                cpu = group_cpu_s(server.proc.pid) - cpu0
+                point["cpu_us_per_req"] = cpu / point["requests"] * 1e6 if point["requests"] else float("nan")
+                samples.setdefault((server.label, c), []).append(point)
+                print(f"  round {rnd + 1} {server.label:<{width}} c={c:<3} {point['rps']:>8.0f} req/s  "
+                      f"p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:7.2f} ms  "
+                      f"server CPU {point['cpu_us_per_req']:6.0f} us/req  errors {point['errors']}", flush=True)
+    results = {}
+    for server in running:
+        points = {}
+        for c in concurrency:
+            runs = sorted(samples[(server.label, c)], key=lambda r: r["rps"])
+            points[c] = runs[len(runs) // 2]
+        results[server.label] = {"startup_s": server.startup_s, "rss_mb": server.rss_mb, "points": points}
+    return results
+
+
+def print_results(results: dict[str, dict], concurrency: list[int], width: int) -> None:
+    """The table; CPU us = server CPU time per request (all its processes), the figure least moved by other load."""
+    print()
+    header = f"{'server':<{width}} {'start s':>7} {'RSS MB':>7} " + " ".join(
+        f"{'c=' + str(c) + ' req/s':>12} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>6}" for c in concurrency)
+    print(header)
+    print("-" * len(header))
+    for label, r in results.items():
+        cells = " ".join(f"{r['points'][c]['rps']:>12.0f} {r['points'][c]['p50_ms']:>7.2f} {r['points'][c]['p99_ms']:>7.2f}"
+                         f" {r['points'][c]['cpu_us_per_req']:>6.0f}" for c in concurrency)
+        print(f"{label:<{width}} {r['startup_s']:>7.2f} {r['rss_mb']:>7.0f} {cells}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per point (default 10)")
@@ -297,57 +357,15 @@ def main() -> int:
     cpu = os.environ.get("OPENBLAS_CORETYPE")
     print(f"# serving benchmark: {os.cpu_count()} CPUs, wrk -t1, keep-alive, {args.duration:g} s per point, "
           f"{args.rounds} round(s); 1-row LogisticRegression(iris); OPENBLAS_CORETYPE={cpu}")
-    results: dict[str, dict] = {}
     running: list[Server] = []
     try:
-        # Start everything first (one at a time, so start-up times are fair), then measure
-        # round-robin: every server sees the same share of whatever else the machine is doing.
-        for server in servers:
-            try:
-                server.start()
-            except RuntimeError as exc:
-                tail = server.log.read_text(errors="replace").strip().splitlines()[-6:]
-                print(f"{server.label}: {exc}\n    " + "\n    ".join(tail))
-                server.stop()
-                continue
-            running.append(server)
-            print(f"  {server.label:<30} ready in {server.startup_s:.2f} s", flush=True)
-        for server in running:
-            wrk(server.url, server.body, max(args.concurrency), min(3.0, args.duration), workdir)  # warm-up
-        samples: dict[tuple[str, int], list[dict]] = {}
-        for rnd in range(args.rounds):
-            for c in args.concurrency:
-                for server in running:
-                    assert server.proc is not None
-                    cpu0 = group_cpu_s(server.proc.pid)
-                    point = wrk(server.url, server.body, c, args.duration, workdir)
-                    cpu = group_cpu_s(server.proc.pid) - cpu0
-                    point["cpu_us_per_req"] = cpu / point["requests"] * 1e6 if point["requests"] else float("nan")
-                    samples.setdefault((server.label, c), []).append(point)
-                    print(f"  round {rnd + 1} {server.label:<30} c={c:<3} {point['rps']:>8.0f} req/s  "
-                          f"p50 {point['p50_ms']:7.2f} ms  p99 {point['p99_ms']:7.2f} ms  "
-                          f"server CPU {point['cpu_us_per_req']:6.0f} us/req  errors {point['errors']}", flush=True)
+        running = start_servers(servers, 30)
+        results = measure(running, args.concurrency, args.rounds, args.duration, workdir, 30)
     finally:
         for server in running:
             server.stop()
-    for server in running:
-        points = {}
-        for c in args.concurrency:
-            runs = sorted(samples[(server.label, c)], key=lambda r: r["rps"])
-            points[c] = runs[len(runs) // 2]
-        results[server.label] = {"startup_s": server.startup_s, "rss_mb": server.rss_mb, "points": points}
-
-    print()
+    print_results(results, args.concurrency, 30)
     cs = args.concurrency
-    header = f"{'server':<30} {'start s':>7} {'RSS MB':>7} " + " ".join(
-        f"{'c=' + str(c) + ' req/s':>12} {'p50 ms':>7} {'p99 ms':>7} {'CPU us':>6}" for c in cs)
-    print(header)
-    print("-" * len(header))
-    # CPU us = server CPU time per request (all its processes): the figure least moved by other load.
-    for label, r in results.items():
-        cells = " ".join(f"{r['points'][c]['rps']:>12.0f} {r['points'][c]['p50_ms']:>7.2f} {r['points'][c]['p99_ms']:>7.2f}"
-                         f" {r['points'][c]['cpu_us_per_req']:>6.0f}" for c in cs)
-        print(f"{label:<30} {r['startup_s']:>7.2f} {r['rss_mb']:>7.0f} {cells}")
     ours = [k for k in results if k.startswith("mlops-server")]
     peers = [k for k in results if not k.startswith("mlops-server")]
     if ours and peers:

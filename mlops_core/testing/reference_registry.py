@@ -33,7 +33,7 @@ from typing import Any, Mapping
 
 import attrs
 
-from ..entities import AliasChange, ArtifactRef, Lineage, ModelVersion, RegisteredModel, utcnow
+from ..entities import AliasChange, ArtifactRef, FrozenDict, Lineage, ModelVersion, RegisteredModel, utcnow
 from ..errors import NotFoundError
 from ..interfaces import ModelRegistry
 
@@ -44,7 +44,7 @@ __all__ = ["InMemoryRegistry"]
 class _Version:
     artifact: ArtifactRef
     description: str
-    tags: dict[str, str]
+    tags: FrozenDict  # shared by every entity built from it, replaced (never changed) by _set_tag
     lineage: Lineage
     created_at: Any
 
@@ -92,7 +92,7 @@ class InMemoryRegistry(ModelRegistry):
         entry = self._models[model]
         v = entry.versions[number]
         return ModelVersion(
-            model=model, version=number, artifact=v.artifact, description=v.description, tags=dict(v.tags),
+            model=model, version=number, artifact=v.artifact, description=v.description, tags=v.tags,
             aliases=tuple(sorted(a for a, n in entry.aliases.items() if n == number)),
             lineage=v.lineage, created_at=v.created_at,
         )
@@ -104,7 +104,7 @@ class InMemoryRegistry(ModelRegistry):
             entry = self._models.setdefault(model, _Model())
             number = self._next_version.get(model, 1)
             self._next_version[model] = number + 1
-            entry.versions[number] = _Version(artifact, description, dict(tags), lineage, utcnow())
+            entry.versions[number] = _Version(artifact, description, FrozenDict(tags), lineage, utcnow())
             entry.updated_at = utcnow()
             return self._entity(model, number)
 
@@ -193,11 +193,19 @@ class InMemoryRegistry(ModelRegistry):
     def _set_tag(self, model: str, key: str, value: str | None, version: int | None) -> None:
         with self._lock:
             entry = self._model(model)
-            tags = entry.tags if version is None else self._version(model, version).tags
-            if value is None:
-                tags.pop(key, None)
+            if version is None:
+                tags = entry.tags
+                if value is None:
+                    tags.pop(key, None)
+                else:
+                    tags[key] = value
             else:
-                tags[key] = value
+                # A version's tags are an immutable snapshot that its entities share: replace it.
+                v = self._version(model, version)
+                changed = {k: t for k, t in v.tags.items() if k != key}
+                if value is not None:
+                    changed[key] = value
+                v.tags = FrozenDict(changed)
             entry.updated_at = utcnow()
 
     def _set_description(self, model: str, description: str, version: int | None) -> None:

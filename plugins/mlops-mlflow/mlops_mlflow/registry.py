@@ -46,6 +46,7 @@ from mlops_core.entities import (
     validate_tag_key,
     validate_tags,
     validate_text,
+    validate_version_number,
 )
 from mlops_core.errors import (
     AlreadyExistsError,
@@ -87,12 +88,6 @@ class MlflowRegistryConfig:
     registry_uri: str | None = None
     #: Attempts of a version creation that MLflow refuses because of a concurrent writer.
     retries: int = attrs.field(default=5, converter=int)
-
-
-def _check_version(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise InvalidInputError(f"invalid version {version!r}", hint="versions are integers from 1")
-    return version
 
 
 def _check_user_tag_key(key: str) -> str:
@@ -328,7 +323,7 @@ class MlflowRegistry(ModelRegistry):
 
     def get_version(self, model: str, version: int) -> ModelVersion:
         validate_model_name(model)
-        _check_version(version)
+        validate_version_number(version)
         return self._to_version(self._fetch_version(model, version))
 
     def search_versions(self, model: str | None = None, *, tags: Mapping[str, str] | None = None,
@@ -391,7 +386,7 @@ class MlflowRegistry(ModelRegistry):
 
     def delete_version(self, model: str, version: int) -> None:
         validate_model_name(model)
-        _check_version(version)
+        validate_version_number(version)
         self._fetch_version(model, version)
         with self._errors(f"delete {model}/{version}", not_found=f"model {model!r} has no version {version}"):
             self._client.delete_model_version(model, str(version))
@@ -436,7 +431,7 @@ class MlflowRegistry(ModelRegistry):
     def set_alias(self, model: str, alias: str, version: int) -> AliasChange:
         validate_model_name(model)
         _check_alias(alias)
-        _check_version(version)
+        validate_version_number(version)
         # the previous target is part of the answer (AliasChange): one read, then the write,
         # which MLflow refuses for a version that does not exist
         previous = (self._fetch_model(model).aliases or {}).get(alias)
@@ -468,7 +463,7 @@ class MlflowRegistry(ModelRegistry):
         if value is not None:
             validate_text(value, f"value of tag {key!r}")
         if version is not None:
-            _check_version(version)
+            validate_version_number(version)
             self._fetch_version(model, version)
             with self._errors(f"tag {model}/{version}", not_found=f"model {model!r} has no version {version}"):
                 if value is None:
@@ -489,7 +484,7 @@ class MlflowRegistry(ModelRegistry):
         validate_model_name(model)
         validate_text(description, "description")
         if version is not None:
-            _check_version(version)
+            validate_version_number(version)
             self._fetch_version(model, version)
             with self._errors(f"describe {model}/{version}", not_found=f"model {model!r} has no version {version}"):
                 self._client.update_model_version(model, str(version), description=description)

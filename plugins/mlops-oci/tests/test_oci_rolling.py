@@ -10,80 +10,17 @@ lose nothing, and every answer must come from a version that was deployed.
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import mlops_core.api as api
+from mlops_core.testing.load import LoadGenerator
 from oci_testkit import make_stack
 
 pytestmark = pytest.mark.slow
-
-
-class Load:
-    def __init__(self, url: str, body: bytes, *, keepalive: int = 6, fresh: int = 2) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.host, self.port, self.body = host, int(port), body
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.answers: list[tuple[str, Any]] = []
-        self.errors: list[tuple[str, str]] = []
-        self.threads = [threading.Thread(target=self._run, args=(f"keepalive-{i}", True), daemon=True)
-                        for i in range(keepalive)]
-        self.threads += [threading.Thread(target=self._run, args=(f"new-conn-{i}", False), daemon=True)
-                         for i in range(fresh)]
-
-    def __enter__(self) -> "Load":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(60)
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.answers) + len(self.errors)
-
-    def wait_for(self, more: int, timeout: float = 120.0) -> None:
-        target, limit = self.count() + more, time.monotonic() + timeout
-        while self.count() < target:
-            assert time.monotonic() < limit, "the load stalled"
-            time.sleep(0.01)
-
-    def _run(self, client: str, keepalive: bool) -> None:
-        conn: http.client.HTTPConnection | None = None
-        while not self.stopping.is_set():
-            if conn is None:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
-            try:
-                headers = {"Content-Type": "application/json"}
-                if not keepalive:
-                    headers["Connection"] = "close"
-                conn.request("POST", "/v2/models/iris/infer", self.body, headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                if resp.status != 200:
-                    raise RuntimeError(f"HTTP {resp.status}: {data[:200]!r}")
-                with self.lock:
-                    self.answers.append((client, tuple(json.loads(data)["outputs"][0]["data"])))
-                if resp.will_close or not keepalive:
-                    conn.close()
-                    conn = None
-            except Exception as exc:  # noqa: BLE001 - every failure counts, none is retried
-                with self.lock:
-                    self.errors.append((client, f"{type(exc).__name__}: {exc}"))
-                conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
 
 
 def test_three_rolling_updates_under_eight_clients_lose_nothing(tmp_path: Path, registry: Any, python_base: str,
@@ -111,7 +48,8 @@ def test_three_rolling_updates_under_eight_clients_lose_nothing(tmp_path: Path, 
     url = dep.url
     try:
         served: list[int] = []
-        with Load(url, body) as load:
+        with LoadGenerator(url, "/v2/models/iris/infer", body,
+                           identify=lambda data: answers.get(tuple(json.loads(data)["outputs"][0]["data"]))) as load:
             load.wait_for(200)
             for target in (v2, v1, v2):
                 updated = api.deploy(target.uri, name="iris", wait=180, stack=stack)
@@ -119,13 +57,13 @@ def test_three_rolling_updates_under_eight_clients_lose_nothing(tmp_path: Path, 
                 assert updated.version == target.version
                 served.append(updated.version)
                 load.wait_for(200)
-        versions = [answers.get(a) for _, a in load.answers]
-        print(f"\n{len(load.answers)} answered, {len(load.errors)} failed over 3 updates; "
+        versions = [o.version for o in load.outcomes if not o.error]
+        failed = load.failures()
+        print(f"\n{len(versions)} answered, {len(failed)} failed over 3 updates; "
               f"answers per version {{1: {versions.count(1)}, 2: {versions.count(2)}}}")
-        assert load.errors == []
-        assert None not in versions
+        assert failed == []  # an answer no deployed version gives counts as a failure too
         assert versions.count(1) > 0 and versions.count(2) > 0
-        kinds = {c.split("-")[0] for c, _ in load.answers}
+        kinds = {o.client.split("-")[0] for o in load.outcomes}
         assert kinds == {"keepalive", "new"}
         # The old containers are gone: one container serves, and it is the last version.
         ids = podman_service.podman("ps", "-a", "-q", "--filter", "label=io.mlops.deployment=iris").stdout.split()

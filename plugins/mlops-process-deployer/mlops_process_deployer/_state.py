@@ -10,6 +10,8 @@ Layout under ``<home>/deployments/<name>/``:
     (deploy, update, delete), so two of them never interleave.
 ``server-<version>.log``
     stdout and stderr of that version's server process (appended to on redeploys).
+``listener.sock``, ``holder.log``
+    the socket holder's Unix socket (servers take the listening socket there) and its log.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ class DeploymentState:
     retiring: tuple[ServerRecord, ...] = attrs.field(default=(), converter=tuple)
     created_at: str = ""
     updated_at: str = ""
+    #: The socket holder that keeps the port's listening socket (None: a deployment made before holders).
+    holder: ProcessId | None = None
 
     @property
     def url(self) -> str:
@@ -97,6 +101,7 @@ class DeploymentState:
             "current": self.current.to_dict(), "pending": self.pending.to_dict() if self.pending else None,
             "retiring": [r.to_dict() for r in self.retiring],
             "created_at": self.created_at, "updated_at": self.updated_at,
+            "holder": attrs.asdict(self.holder) if self.holder else None,
         }
 
     @classmethod
@@ -108,6 +113,7 @@ class DeploymentState:
             pending=ServerRecord.from_dict(data["pending"]) if data.get("pending") else None,
             retiring=[ServerRecord.from_dict(r) for r in data.get("retiring") or ()],
             created_at=data.get("created_at", ""), updated_at=data.get("updated_at", ""),
+            holder=ProcessId(**data["holder"]) if data.get("holder") else None,
         )
 
 

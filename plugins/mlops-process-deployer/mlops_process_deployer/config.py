@@ -60,7 +60,7 @@ def _args(value: Any) -> tuple[str, ...]:
 #: after the deployer's own (argparse keeps the last), so ``--host 0.0.0.0`` there made the
 #: server listen on every interface while the deployment still reported 127.0.0.1.
 MANAGED_FLAGS = ("--bundle", "--name", "--model-version", "--host", "--port", "--reuse-port",
-                 "--handover-generation")
+                 "--listen-from")
 
 
 def _no_managed_flags(_inst: Any, _attribute: Any, value: tuple[str, ...]) -> None:

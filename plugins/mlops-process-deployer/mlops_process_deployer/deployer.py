@@ -1,15 +1,23 @@
 """``ProcessDeployer``: each deployment is a detached ``python -m mlops_server`` process on a stable port.
 
+Each deployment has a *socket holder* (``python -m mlops_server.holder``, started at
+its first deploy, stopped when it is deleted): the only process that binds the
+deployment's port. It keeps the listening socket for the deployment's whole life
+and hands it to every server (``--listen-from``), so all servers of a deployment
+accept from one queue that no server's exit can reset.
+
 Rolling update (deploying a name that exists), with no failed request:
 
-1. start the new version with ``--reuse-port`` on the deployment's port; the
-   server loads and warms its model *before* binding, so once it listens it is
-   ready, and the kernel spreads new connections over old and new;
-2. wait until the new process is alive, has a listening socket on the port (seen
-   in ``/proc``), and ``/v2/models/{model}/versions/{new}/ready`` answers 200 on a
-   fresh connection (the old process answers 404 for a version it does not serve);
+1. start the new version with ``--listen-from``; the server loads and warms its
+   model *before* it takes the socket from the holder, so once it holds the
+   socket it is ready; from then on old and new accept from the same queue;
+2. wait until the new process is alive, holds a listening socket on the port
+   (seen in ``/proc``), and ``/v2/models/{model}/versions/{new}/ready`` answers
+   200 on a fresh connection (the old process answers 404 for a version it does
+   not serve);
 3. record the switch in ``state.json``, then SIGTERM the old process: it stops
-   accepting, drains in-flight requests and exits; SIGKILL only after
+   accepting (taking what is queued first), drains in-flight requests and exits;
+   the queue stays open in the holder and the new server. SIGKILL only after
    ``stop_timeout``.
 
 A new version that fails (its process exits, or it is not ready in time) is
@@ -25,6 +33,7 @@ import contextlib
 import datetime as _dt
 import http.client
 import json
+import logging
 import os
 import shutil
 import socket
@@ -40,10 +49,13 @@ from mlops_core.errors import AlreadyExistsError, InvalidInputError, MlopsError,
 from mlops_core.interfaces import BackendContext, Deployer
 
 from . import _proc
+from ._holder import HOLDER_SOCKET, start_holder, stop_holder
 from ._state import DeploymentState, ServerRecord, StateDir
 from .config import SERVER_OPTIONS, ProcessDeployerConfig
 
 __all__ = ["ProcessDeployer", "tail_lines"]
+
+log = logging.getLogger("mlops_process_deployer")
 
 #: How long a command waits for another one changing the same deployment.
 _LOCK_TIMEOUT = 600.0
@@ -151,8 +163,10 @@ class ProcessDeployer(Deployer):
     def programs(self) -> list[list[str]]:
         """The server command line every deployment runs (``BUNDLE``, ``MODEL``... filled in per deployment)."""
         return [[self.config.python, "-m", "mlops_server", "--bundle", "BUNDLE", "--name", "MODEL",
-                 "--model-version", "VERSION", "--host", self.config.host, "--port", "PORT", "--reuse-port",
-                 *self.config.server_args]]
+                 "--model-version", "VERSION", "--host", self.config.host, "--port", "PORT", "--listen-from",
+                 f"DEPLOYMENT_FOLDER/{HOLDER_SOCKET}", *self.config.server_args],
+                [self.config.python, "-m", "mlops_server.holder", "--host", self.config.host, "--port", "PORT",
+                 "--socket", f"DEPLOYMENT_FOLDER/{HOLDER_SOCKET}"]]
 
     # ------------------------------------------------------------ contract
     def deploy(self, spec: DeploymentSpec, *, wait: float = 60.0) -> Deployment:
@@ -203,6 +217,7 @@ class ProcessDeployer(Deployer):
                 raise NotFoundError(f"no deployment named {name!r}", hint="list them with `mlops deployments list`")
             servers = [state.current, *state.retiring] + ([state.pending] if state.pending else [])
             self._stop_all(servers)
+            stop_holder(state.holder)
             folder.remove_state()
             shutil.rmtree(folder.path, ignore_errors=True)
 
@@ -210,16 +225,22 @@ class ProcessDeployer(Deployer):
     def _first_deploy(self, folder: StateDir, spec: DeploymentSpec, flags: list[str],
                       timeout: float) -> DeploymentState:
         port = self._choose_port(spec.options)
-        proc, record = self._start(folder, spec, port, flags)
+        holder = start_holder(self.config.python, folder.path, self.config.host, port, self._env(), timeout)
+        try:
+            proc, record = self._start(folder, spec, port, flags)
+        except BaseException:
+            stop_holder(holder)
+            raise
         now = _now()
         state = DeploymentState(name=spec.name, host=self.config.host, port=port, current=record, phase="starting",
-                                options=dict(spec.options), created_at=now, updated_at=now)
+                                options=dict(spec.options), created_at=now, updated_at=now, holder=holder)
         folder.write(state)
         try:
             self._wait_ready(folder, proc, record, port, timeout)
         except BaseException:
             self._discard(proc, record)
-            folder.remove_state()  # the log stays, for a look afterwards
+            stop_holder(holder)
+            folder.remove_state()  # the logs stay, for a look afterwards
             raise
         state = attrs.evolve(state, phase="running", updated_at=_now())
         folder.write(state)
@@ -232,6 +253,7 @@ class ProcessDeployer(Deployer):
                 f"deployment {spec.name!r} listens on port {state.port}; its port never changes",
                 hint="drop the port option to update it, or delete the deployment and deploy it again")
         old = state.current
+        state = self._ensure_holder(folder, state, timeout)
         proc, record = self._start(folder, spec, state.port, flags)
         state = attrs.evolve(state, pending=record, updated_at=_now())
         folder.write(state)
@@ -247,10 +269,28 @@ class ProcessDeployer(Deployer):
             previous_version=state.previous_version if same else old.version,
             options=dict(spec.options), updated_at=_now())
         folder.write(state)
-        # Traffic switches here: the old server closes its listening socket first, so new
-        # connections go to the new one, and drains what it already accepted.
+        # Traffic switches here: the old server stops accepting from the shared queue (taking
+        # what is queued first), so new connections go to the new one, and drains.
         _proc.stop(old.process, self.config.stop_timeout)
         state = attrs.evolve(state, retiring=tuple(r for r in state.retiring if r != old))
+        folder.write(state)
+        return state
+
+    def _ensure_holder(self, folder: StateDir, state: DeploymentState, timeout: float) -> DeploymentState:
+        """A running holder for ``state``'s port: the recorded one, or a new one if it is gone.
+
+        A new holder joins the port with SO_REUSEPORT next to the socket the current
+        server still holds (a deployment made before holders existed, or whose holder
+        was killed). For this one update the kernel spreads new connections over both
+        sockets, and a connection queued on the old one in the instant it closes is
+        reset; from then on the port has one queue again.
+        """
+        if state.holder is not None and _proc.is_running(state.holder)[0]:
+            return state
+        log.warning("deployment %r has no running socket holder; starting one on port %s (connections queued on "
+                    "the old server's socket during this update may be reset)", state.name, state.port)
+        holder = start_holder(self.config.python, folder.path, state.host, state.port, self._env(), timeout)
+        state = attrs.evolve(state, holder=holder, updated_at=_now())
         folder.write(state)
         return state
 
@@ -310,14 +350,11 @@ class ProcessDeployer(Deployer):
         bundle = str(Path(spec.bundle_path or "").absolute())
         cmd = [self.config.python, "-m", "mlops_server", "--bundle", bundle, "--name", spec.model,
                "--model-version", str(spec.version), "--host", self.config.host, "--port", str(port),
-               "--reuse-port", "--log-format", self.config.log_format, *self.config.server_args, *flags]
+               "--listen-from", str(folder.path / HOLDER_SOCKET), "--log-format", self.config.log_format,
+               *self.config.server_args, *flags]
         folder.path.mkdir(parents=True, exist_ok=True)
         log_path = folder.log_path(spec.version)
-        # The server builds the stack's monitors ([[monitors]], MLOPS_MONITORS): give it the same
-        # stack as this command, whatever its working folder (the deployment's folder).
-        env = dict(os.environ, PYTHONUNBUFFERED="1", MLOPS_HOME=str(self.home))
-        if self.stack_file is not None:
-            env["MLOPS_CONFIG"] = str(self.stack_file)
+        env = self._env()
         with open(log_path, "ab") as log:
             offset = log.tell()
             if self.config.log_format == "json":
@@ -337,13 +374,22 @@ class ProcessDeployer(Deployer):
                               log=log_path.name, log_offset=offset, started_at=_now())
         return proc, record
 
+    def _env(self) -> dict[str, str]:
+        # The server builds the stack's monitors ([[monitors]], MLOPS_MONITORS): give it the same
+        # stack as this command, whatever its working folder (the deployment's folder).
+        env = dict(os.environ, PYTHONUNBUFFERED="1", MLOPS_HOME=str(self.home))
+        if self.stack_file is not None:
+            env["MLOPS_CONFIG"] = str(self.stack_file)
+        return env
+
     def _wait_ready(self, folder: StateDir, proc: subprocess.Popen, record: ServerRecord, port: int,
                     timeout: float, previous: ServerRecord | None = None) -> None:
         """Return once the *new* process serves ``record.version``; raise _StartFailed otherwise.
 
         Three conditions, checked in this order each round: the process still runs
         (``Popen.poll``, which also keeps its exit status); a process of its group
-        listens on the port (it binds only after warm-up, and this is what tells a
+        holds a socket listening on the port (it takes the holder's socket only after
+        warm-up, and this is what tells a
         redeploy of the same version apart from the old process answering); and the
         version's ``ready`` endpoint answers 200 on a new connection.
         """
@@ -397,7 +443,7 @@ class ProcessDeployer(Deployer):
         log_path = self.root / state.name / current.log
         details: dict[str, Any] = {
             "pid": current.pid, "port": state.port, "log": str(log_path), "bundle_path": current.bundle_path,
-            "started_at": current.started_at,
+            "started_at": current.started_at, "holder_pid": state.holder.pid if state.holder else None,
         }
         if state.pending:
             details["updating_to"] = state.pending.version

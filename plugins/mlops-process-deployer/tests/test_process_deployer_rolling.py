@@ -15,26 +15,22 @@ Two kinds of clients run side by side:
 * new-connection clients: one connection per request, so the SO_REUSEPORT
   hand-over of *new* connections between the old and the new listener is exercised.
 
-mlops-server makes this hold (``mlops_server.server.GRACEFUL_HANDOVER``): the new
-server steers new connections to its own listener as soon as it binds, the old one
-accepts what is still queued before closing its listener, and idle keep-alive
+mlops-server makes this hold (``mlops_server.server.GRACEFUL_HANDOVER``): the deployment's
+socket holder keeps one listening socket that old and new servers accept from, the
+old one accepts what is still queued before letting go of it, and idle keep-alive
 connections get a last request answered with ``Connection: close``. Not a single
 request may fail.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 import time
-from typing import Any
 
-import attrs
 import pytest
 
 import mlops_core
-from mlops_core import api
+from mlops_core.testing.load import LoadGenerator
 from process_deployer_support import ANSWERS, ROWS, DeployEnv
 
 pytestmark = pytest.mark.slow
@@ -44,85 +40,8 @@ _BODY = json.dumps({"inputs": [{"name": "input-0", "datatype": "FP64", "shape": 
 _VERSION_OF = {tuple(v): k for k, v in ANSWERS.items()}
 
 
-@attrs.frozen
-class Outcome:
-    client: str
-    sent: float
-    done: float
-    version: int | None  # which version answered (None: failed)
-    error: str | None = None
-
-
-class LoadGenerator:
-    """Client threads sending V2 requests until stopped, or until a per-client count or time bound."""
-
-    def __init__(self, url: str, *, keepalive_clients: int, new_connection_clients: int,
-                 max_requests_per_client: int = 100_000, max_seconds: float = 300.0) -> None:
-        host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.host, self.port = host, int(port)
-        self.max_requests = max_requests_per_client
-        self.deadline = time.monotonic() + max_seconds
-        self.stopping = threading.Event()
-        self.lock = threading.Lock()
-        self.outcomes: list[Outcome] = []
-        self.threads = [threading.Thread(target=self._run, args=(f"keepalive-{i}", True), daemon=True)
-                        for i in range(keepalive_clients)]
-        self.threads += [threading.Thread(target=self._run, args=(f"new-conn-{i}", False), daemon=True)
-                         for i in range(new_connection_clients)]
-
-    def __enter__(self) -> "LoadGenerator":
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stopping.set()
-        for t in self.threads:
-            t.join(60)
-
-    def completed(self) -> int:
-        with self.lock:
-            return len(self.outcomes)
-
-    def wait_for(self, more: int, timeout: float = 120.0) -> None:
-        """Block until ``more`` further requests completed (a count, not a duration)."""
-        target = self.completed() + more
-        limit = time.monotonic() + timeout
-        while self.completed() < target:
-            assert time.monotonic() < limit, "the load generator stalled"
-            time.sleep(0.01)
-
-    def _run(self, client: str, keepalive: bool) -> None:
-        conn: http.client.HTTPConnection | None = None
-        for _ in range(self.max_requests):
-            if self.stopping.is_set() or time.monotonic() > self.deadline:
-                break
-            if conn is None:
-                conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
-            sent = time.monotonic()
-            try:
-                headers = {"Content-Type": "application/json"}
-                if not keepalive:
-                    headers["Connection"] = "close"
-                conn.request("POST", "/v2/models/adder/infer", _BODY, headers)
-                response = conn.getresponse()
-                data = response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}: {data[:200]!r}")
-                answer = tuple(round(v, 6) for v in json.loads(data)["outputs"][0]["data"])
-                outcome = Outcome(client, sent, time.monotonic(), _VERSION_OF.get(answer),
-                                  None if answer in _VERSION_OF else f"unexpected answer {answer}")
-                if response.will_close or not keepalive:  # the server said Connection: close
-                    conn.close()
-                    conn = None
-            except Exception as exc:  # noqa: BLE001 - every failure is recorded, none is retried
-                outcome = Outcome(client, sent, time.monotonic(), None, f"{type(exc).__name__}: {exc}")
-                conn.close()
-                conn = None
-            with self.lock:
-                self.outcomes.append(outcome)
-        if conn is not None:
-            conn.close()
+def _version_of(data: bytes) -> int | None:
+    return _VERSION_OF.get(tuple(round(v, 6) for v in json.loads(data)["outputs"][0]["data"]))
 
 
 def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv) -> None:
@@ -130,16 +49,17 @@ def test_rolling_update_and_rollback_under_load_lose_no_request(fresh: DeployEnv
 
     assert mlops_server.server.GRACEFUL_HANDOVER
 
-    deployment = mlops_core.deploy("models:/adder/1", name="rolling")
+    deployment = mlops_core.deploy("models:/adder/1", name="rolling", wait=300)
     marks: dict[str, float] = {}
-    with LoadGenerator(deployment.url, keepalive_clients=6, new_connection_clients=2) as load:
+    with LoadGenerator(deployment.url, "/v2/models/adder/infer", _BODY, identify=_version_of) as load:
         load.wait_for(300)
         marks["update_start"] = time.monotonic()
-        updated = fresh.cli_json("deploy", "models:/adder/2", "--name", "rolling")
+        # Generous waits: on a loaded machine a model may take a minute to load (no time is asserted).
+        updated = fresh.cli_json("deploy", "models:/adder/2", "--name", "rolling", "--wait", "300")
         marks["update_done"] = time.monotonic()
         load.wait_for(300)
         marks["rollback_start"] = time.monotonic()
-        rolled = mlops_core.rollback("rolling")
+        rolled = mlops_core.rollback("rolling", wait=300)
         marks["rollback_done"] = time.monotonic()
         load.wait_for(300)
     outcomes = list(load.outcomes)

@@ -37,6 +37,10 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--reuse-port", action="store_true",
                      help="set SO_REUSEPORT so a new version can bind the same port before the old one stops; "
                           "models then load before the port is bound")
+    net.add_argument("--listen-from", default=None, metavar="SOCKET",
+                     help="take the listening socket from a socket holder (python -m mlops_server.holder) at this "
+                          "Unix socket instead of binding; models load first. Old and new servers then share one "
+                          "accept queue, so a rolling update loses no connection")
     net.add_argument("--workers", type=_positive_int, default=1,
                      help="server processes sharing the port through SO_REUSEPORT (default 1)")
     batch = parser.add_argument_group("adaptive batching (off unless --max-batch-size > 1)")
@@ -109,6 +113,4 @@ def build_module_parser() -> argparse.ArgumentParser:
                         help="bundle folder to serve (repeat for several models)")
     add_model_options(parser)
     add_server_options(parser)
-    # Set by a --workers supervisor for its workers (one hand-over generation); not for users.
-    parser.add_argument("--handover-generation", default=None, help=argparse.SUPPRESS)
     return parser

@@ -36,7 +36,7 @@ def config_from_args(args: argparse.Namespace, bundles: Sequence[BundleSpec]) ->
         max_batch_size=args.max_batch_size, max_batch_wait_ms=args.max_batch_wait_ms, timeout=args.timeout,
         max_body_bytes=args.max_body_bytes, max_queue=args.max_queue, executor=args.executor, threads=args.threads,
         drain_timeout=args.drain_timeout, log_level=args.log_level, log_format=_log_format(args),
-        generation=getattr(args, "handover_generation", None),
+        listen_from=getattr(args, "listen_from", None),
         keep_alive=args.keep_alive, max_header_bytes=args.max_header_bytes, header_timeout=args.header_timeout,
         body_timeout=args.body_timeout, max_connections=args.max_connections,
         max_inflight_body_bytes=args.max_inflight_body_bytes, auth_token=auth.token, public_health=auth.public_health,
@@ -80,8 +80,8 @@ def config_argv(config: ServerConfig) -> list[str]:
         argv += ["--timeout", str(config.timeout)]
     if config.reuse_port:
         argv.append("--reuse-port")
-    if config.generation:
-        argv += ["--handover-generation", config.generation]
+    if config.listen_from:
+        argv += ["--listen-from", config.listen_from]
     return argv
 
 

@@ -69,9 +69,10 @@ class ServerConfig:
     #: "json": every log line, plus one record per request (model, version, request id, latency,
     #: status), as JSON objects on stdout for container and Kubernetes log collectors.
     log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
-    #: Servers of one generation share new connections on a reuse-port group; a newer generation
-    #: takes them all (see mlops_server.handover). None: this process alone is a generation.
-    generation: str | None = None
+    #: Unix socket of a socket holder (``python -m mlops_server.holder``) that keeps the listening
+    #: socket; the server asks it for the socket once its models are ready instead of binding
+    #: (see mlops_server.listener). None: the server binds ``host:port`` itself.
+    listen_from: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if bool(self.tls_certfile) != bool(self.tls_keyfile):

@@ -2,13 +2,13 @@
 
 Lifecycle of one server process:
 
-1. Without ``--reuse-port``: bind at once, load models in the background.
-   ``/v2/health/live`` answers 200 right away; ``/v2/health/ready`` says 503
-   until every model is loaded and answered its warm-up prediction.
-2. With ``--reuse-port`` (rolling updates: the next version binds the same port
-   while the old one still serves): load and warm up *first*, bind afterwards,
-   so the kernel never hands a connection to a process that cannot answer it.
-   If a model fails to load the process exits with status 3 without binding.
+1. Without ``--reuse-port`` or ``--listen-from``: bind at once, load models in the
+   background. ``/v2/health/live`` answers 200 right away; ``/v2/health/ready``
+   says 503 until every model is loaded and answered its warm-up prediction.
+2. With ``--reuse-port`` or ``--listen-from`` (rolling updates: the next version
+   starts while the old one still serves): load and warm up *first*, take the
+   socket afterwards, so no connection ever waits on a process that cannot answer
+   it. If a model fails to load the process exits with status 3 without listening.
 3. SIGTERM or SIGINT: stop accepting (connections already queued on the
    listener are accepted first, then the listener closes), let in-flight
    requests finish (up to ``drain_timeout``), give idle keep-alive connections
@@ -19,18 +19,18 @@ body time, idle keep-alive, connection count); requests by the app's (body size,
 in-flight body bytes, queue, timeout, optional bearer token); TLS and mutual TLS
 come from uvicorn's ``ssl_*`` settings.
 
-``workers > 1`` starts that many such processes, each binding the port with
-SO_REUSEPORT (the kernel spreads connections), under a small supervisor that
-forwards SIGTERM and exits with the worst child status.
+``workers > 1`` starts that many such processes under a small supervisor that
+forwards SIGTERM and exits with the worst child status. With ``--listen-from``
+every worker takes the same held socket; otherwise each binds the port with
+SO_REUSEPORT (the kernel spreads connections).
 
-Rolling updates (:data:`GRACEFUL_HANDOVER`): with ``--reuse-port`` on Linux, a
-server that binds a port other servers already listen on takes every *new*
-connection from then on (a reuseport BPF program, see :mod:`.handover`), so the
-old server's accept queue stops growing; when the old one drains it accepts what
-is still queued before closing. The workers of one ``--workers N`` server form
-one generation and share the new connections. Together with the keep-alive
-drain, a client loses no request when the old server stops, whether it keeps
-its connection or opens one per request.
+Rolling updates (:data:`GRACEFUL_HANDOVER`): a socket holder
+(``python -m mlops_server.holder``, started once per deployment) keeps the
+listening socket, and each server takes it with ``--listen-from`` once ready
+(see :mod:`.listener`). Old and new servers accept from one queue, and the queue
+outlives any server, so the old one can stop at any moment without a connection
+being reset. Together with the keep-alive drain, a client loses no request when
+the old server stops, whether it keeps its connection or opens one per request.
 
 The stack's monitors (``[[monitors]]`` or ``MLOPS_MONITORS``) are built in every
 serving process before the models load, so they receive its prediction events
@@ -48,7 +48,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from typing import Any, Generator, Sequence
 
@@ -62,16 +61,17 @@ EXIT_LOAD_FAILED = 3
 EXIT_BIND_FAILED = 4
 EXIT_MONITOR_FAILED = 5
 
-#: A server replaced by another one on the same port (``--reuse-port``) loses no request:
-#: new connections go to the newest server, queued ones are accepted before the listener
-#: closes, idle keep-alive connections get a last request. Full guarantee on Linux; elsewhere
-#: the kernel's SO_REUSEPORT hashing applies (see :mod:`mlops_server.handover`).
+#: A server replaced by another one that shares its held socket (``--listen-from``) loses no
+#: request: both accept from one queue that outlives them, queued connections are accepted before
+#: a server lets go of the socket, idle keep-alive connections get a last request. With plain
+#: ``--reuse-port`` the kernel spreads connections over the listeners, and a connection queued on
+#: one in the instant it closes is reset (see :mod:`mlops_server.listener`).
 GRACEFUL_HANDOVER = True
 
 
 def bind_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """Bind and listen (joining the port's hand-over group with ``reuse_port``); the listening socket."""
-    from .handover import bind_listener
+    """Bind and listen (SO_REUSEPORT with ``reuse_port``); the listening socket."""
+    from .listener import bind_listener
 
     return bind_listener(host, port, reuse_port=reuse_port).sock
 
@@ -128,8 +128,8 @@ def _uvicorn_server(app: Any, config: ServerConfig, listener: Any = None) -> Any
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             # uvicorn closes the listener at once, and the kernel resets every connection still
-            # queued on it. Accept those first (under the port group's lock, which also re-steers
-            # the listeners that stay), close, and serve them like the others while draining.
+            # queued on it when this was its last descriptor. Accept those first, close, and serve
+            # them like the others while draining.
             if listener is not None:
                 loop = asyncio.get_running_loop()
 
@@ -249,25 +249,24 @@ def serve_one(config: ServerConfig) -> int:
 
 def _serve_one(config: ServerConfig, stop: dict[str, Any], events: Any = None) -> int:
     from .app import ModelServerApp
-    from .handover import bind_listener
 
+    preload = config.reuse_port or config.listen_from is not None
     try:
-        app = ModelServerApp(config, preloaded=config.reuse_port, events=events)
+        app = ModelServerApp(config, preloaded=preload, events=events)
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    if config.reuse_port:
+    if preload:
         app.load_models()
         if stop["requested"]:
             log.info("stopped before serving (signal received while loading)")
             return 0
         if not app.ready:
-            log.error("not binding %s:%s because a model failed to load (--reuse-port loads before binding)",
-                      config.host, config.port)
+            log.error("not listening on %s:%s because a model failed to load (--reuse-port and --listen-from "
+                      "load before listening)", config.host, config.port)
             return EXIT_LOAD_FAILED
     try:
-        listener = bind_listener(config.host, config.port, reuse_port=config.reuse_port,
-                                 generation=config.generation)
+        listener = _listener(config)
     except OSError as exc:
         log.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return EXIT_BIND_FAILED
@@ -283,10 +282,21 @@ def _serve_one(config: ServerConfig, stop: dict[str, Any], events: Any = None) -
         if not server.started:
             return EXIT_BIND_FAILED
     finally:
-        for conn in listener.close():  # no-op after a normal shutdown; else leave the port group cleanly
+        for conn in listener.close():  # no-op after a normal shutdown
             conn.close()
     log.info("mlops-server drained and stopped")
     return 0
+
+
+def _listener(config: ServerConfig) -> Any:
+    from .listener import bind_listener, receive_listener
+
+    if config.listen_from is not None:
+        listener = receive_listener(config.listen_from, host=config.host, port=config.port)
+        log.info("took the listening socket of %s:%s from the socket holder %s", config.host, config.port,
+                 config.listen_from)
+        return listener
+    return bind_listener(config.host, config.port, reuse_port=config.reuse_port)
 
 
 def _version() -> str:
@@ -302,11 +312,11 @@ def serve(config: ServerConfig, argv: Sequence[str] | None = None) -> int:
     _setup_logging(config.log_level, config.log_format)
     if argv is None:
         raise ValueError("several workers need the command line to start them with")
-    # The workers are one generation: they share new connections, and together take them over
-    # from an older server on the same port (see mlops_server.handover).
-    generation = config.generation or f"{os.getpid()}-{time.time_ns()}"
-    cmd = [sys.executable, "-m", "mlops_server", *_strip_workers(argv), "--workers", "1", "--reuse-port",
-           "--handover-generation", generation]
+    # With --listen-from every worker takes the holder's socket (argv keeps the flag); otherwise
+    # each binds the port with SO_REUSEPORT and the kernel spreads connections over them.
+    cmd = [sys.executable, "-m", "mlops_server", *_strip_workers(argv), "--workers", "1"]
+    if config.listen_from is None:
+        cmd.append("--reuse-port")
     # The token reaches the workers through their environment (readable only by this user), never argv.
     env = {**os.environ, "MLOPS_SERVER_AUTH_TOKEN": config.auth_token} if config.auth_token else None
     children = [subprocess.Popen(cmd, env=env) for _ in range(config.workers)]
@@ -350,10 +360,10 @@ def _strip_workers(argv: Sequence[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in ("--workers", "--handover-generation"):
+        if arg == "--workers":
             skip = True
             continue
-        if arg.startswith(("--workers=", "--handover-generation=")) or arg == "--reuse-port":
+        if arg.startswith("--workers=") or arg == "--reuse-port":
             continue
         out.append(arg)
     return out

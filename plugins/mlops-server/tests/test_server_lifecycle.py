@@ -76,7 +76,7 @@ def test_reuse_port_mode_refuses_to_bind_with_a_failed_model(tmp_path, broken_bu
     proc = subprocess.run([sys.executable, "-m", "mlops_server", "--bundle", str(broken_bundles["warmup"]),
                            "--port", str(port), "--reuse-port"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3
-    assert "not binding" in proc.stderr
+    assert "not listening on" in proc.stderr
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
 

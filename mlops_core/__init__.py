@@ -33,6 +33,7 @@ __all__ = [
     "copy_version",
     "gc",
     "sign",
+    "batch_score",
     "rollback",
     "undeploy",
     "get_model",
@@ -64,7 +65,7 @@ _LAZY = {
     "deploy": "api", "deployed": "api", "rollback": "api", "undeploy": "api", "get_model": "api",
     "set_description": "api", "deployments": "api", "deployment": "api", "deployment_logs": "api",
     "resolve_bundle": "api", "set_stack": "api", "use_stack": "api", "copy_version": "api", "gc": "api",
-    "sign": "api",
+    "sign": "api", "batch_score": "api",
     "hookimpl": "plugins", "backend": "catalog", "get_plugin_manager": "plugins",
     "save_bundle": "bundle", "load_bundle": "bundle", "verify_bundle": "bundle",
     "Stack": "stack",
@@ -75,7 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .api import (build, copy_version, delete_alias, delete_model, delete_version, deploy, deployed, deployment,
                       deployment_logs, deployments, get_model, get_stack, list_models, list_versions, load, register,
                       resolve, resolve_bundle, rollback, save, set_alias, set_description, set_stack, set_tag,
-                      undeploy, use_stack, gc, sign)
+                      undeploy, use_stack, gc, sign, batch_score)
     from .catalog import backend
     from .bundle import load_bundle, save_bundle, verify_bundle
     from .errors import MlopsError

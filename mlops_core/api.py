@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import attrs
+
 from .bundle import BundleInfo, load_bundle, read_manifest, save_bundle, verify_bundle
 from .entities import (AliasChange, Deployment, DeploymentAction, DeploymentSpec, ImageRef, Lineage, ModelURI,
                        ModelVersion, Page, RegisteredModel, utcnow, validate_alias, validate_description,
@@ -34,7 +36,7 @@ __all__ = [
     "get_stack", "set_stack", "use_stack", "copy_version", "save", "register", "resolve", "resolve_bundle", "load",
     "get_model", "list_models", "list_versions", "set_alias", "delete_alias", "set_tag",
     "set_description", "delete_version", "delete_model", "build", "deploy", "deployed", "rollback",
-    "undeploy", "deployments", "deployment", "deployment_logs", "gc", "sign",
+    "undeploy", "deployments", "deployment", "deployment_logs", "gc", "sign", "batch_score",
 ]
 
 log = logging.getLogger("mlops_core.api")
@@ -249,6 +251,52 @@ def load(target: str | os.PathLike[str], *, stack: Stack | None = None) -> Any:
         raise IntegrityError(f"{target} is a bundle folder, which carries no signature, and this stack requires one",
                              hint="register it and load it as models:/NAME/VERSION, where its signature is checked")
     return load_bundle(target, stack=s).model
+
+
+# -------------------------------------------------------------------- batch
+def batch_score(uri: str | ModelURI, input: str, output: str, *, engine: str | None = None,
+                engine_config: Mapping[str, Any] | None = None, columns: Mapping[str, str] | None = None,
+                keys: Any = (), overwrite: bool = False, max_retries: int = 2, progress: Any = None,
+                storage_options: Mapping[str, Any] | None = None, bundle_url: str | None = None,
+                stack: Stack | None = None, **options: Any) -> Any:
+    """Score every row of a dataset with a registered model; returns a :class:`~mlops_core.batch.types.BatchResult`.
+
+    :param uri: ``models:/name@alias`` (or ``/name/3``, or a bundle folder); its hashes
+        (and signature, when the stack requires one) are verified before anything runs.
+    :param input: an fsspec URL or path of one Parquet/CSV file or a folder of them
+        (recursive; hive ``k=v/`` folders kept in the output paths).
+    :param output: the folder receiving one output file per input file, written atomically.
+    :param engine: ``local``, ``dask``, ``ray``, ``spark``... (default: the stack's ``[batch]``).
+    :param engine_config: the engine's settings (``address``, ``workers``...).
+    :param columns: input column -> model input name (default: by name, or the non-key columns in order).
+    :param keys: input columns copied next to the predictions (``"id"`` or ``["id", "day"]``).
+    :param overwrite: score every partition again (default: skip those whose output exists).
+    :param max_retries: how many times a failed partition is run again.
+    :param progress: True for a bar on stderr when it is a terminal, or a callable taking
+        each :class:`~mlops_core.batch.types.PartitionResult`.
+    :param storage_options: fsspec options for the input and output URLs (credentials, endpoint).
+    :param bundle_url: a folder URL every worker can read (``s3://bucket/bundles``): the
+        verified bundle is copied there once; default: the local verified copy (one machine).
+    :param options: more :class:`~mlops_core.batch.types.BatchOptions` fields (``input_format``,
+        ``output_format``, ``header``, ``batch_rows``, ``sample_rows``).
+
+    Failed partitions (after retries) are in ``result.failed``; ``result.ok`` is False then.
+    """
+    from .batch.job import run_job
+    from .batch.types import BatchOptions
+
+    valid = {f.name for f in attrs.fields(BatchOptions)} - {"columns", "keys"}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise InvalidInputError(f"unknown batch option(s) {', '.join(unknown)}",
+                                hint=f"valid options: {', '.join(sorted(valid))}")
+    try:
+        opts = BatchOptions(columns=columns or {}, keys=keys, **options)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"invalid batch options: {exc}") from None
+    return run_job(_stack(stack), str(uri), str(input), str(output), engine=engine, engine_config=engine_config,
+                   options=opts, overwrite=overwrite, max_retries=max_retries, progress=progress,
+                   storage_options=storage_options, bundle_url=bundle_url)
 
 
 # ----------------------------------------------------------------- registry

@@ -671,7 +671,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", parents=[common], help="check config, plugins and backend connectivity")
     p.add_argument("components", nargs="*", metavar="COMPONENT",
-                   help="only these of storage, registry, builder, deployer, monitors (default: all)")
+                   help="only these of storage, registry, builder, deployer, batch, monitors (default: all)")
     p.add_argument("--all-stacks", action="store_true", help="check every named stack of the stack file")
     p.set_defaults(func=cmd_doctor)
 
@@ -742,6 +742,10 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="model name in the target (default: the same)")
     p.add_argument("--no-aliases", action="store_true", help="do not point the source's aliases at the copy")
     p.set_defaults(func=cmd_models_copy)
+
+    from .batch.cli import add_parser as add_batch_parser
+
+    add_batch_parser(sub, common)
 
     p = sub.add_parser("build", parents=[common], help="build an image for a version with the stack's builder")
     p.add_argument("uri", help="models:/NAME[/VERSION|@ALIAS]")

@@ -28,7 +28,7 @@ import attrs
 from .types import BatchOptions, PartitionResult, PartitionTask
 
 __all__ = ["ModelHandle", "load_model", "run_task", "score_table", "read_partition", "write_table",
-           "open_fs", "is_local", "input_format"]
+           "open_fs", "is_local", "input_format", "input_columns", "check_columns"]
 
 _MODELS: dict[str, "ModelHandle"] = {}
 _LOCK = threading.Lock()
@@ -231,6 +231,37 @@ def read_partition(task: PartitionTask, needed: Callable[[Sequence[str]], Sequen
     return table
 
 
+def input_columns(task: PartitionTask, names: Sequence[str] = ()) -> list[str]:
+    """The column names of the task's input file, read from its metadata or first line only."""
+    import pyarrow.parquet as pq
+
+    local = is_local(task.input_url)
+    fs, path = (None, _local_path(task.input_url)) if local else open_fs(task.input_url, task.storage_options)
+    with (open(path, "rb") if local else fs.open(path, "rb")) as f:
+        if input_format(task.input_url, task.options) == "parquet":
+            columns = list(pq.ParquetFile(f).schema_arrow.names)
+        else:
+            import csv
+
+            head = f.read(_HEAD_BYTES)
+            lines = head.decode("utf-8", errors="replace").splitlines()
+            first = [c.strip() for c in next(csv.reader(lines[:1]), [])]
+            columns = first if _csv_header(head, task.options, names) else [str(i) for i in range(len(first))]
+    hive = _hive_values(task.input_url)
+    return columns + [k for k in task.options.keys if k not in columns and k in hive]
+
+
+def check_columns(task: PartitionTask, signature: Any) -> None:
+    """Raise InvalidInputError now, in the driver, when the first file's columns cannot feed the model.
+
+    Reads the file's schema only (and the signature from the manifest: nothing is
+    unpickled), so a wrong ``--columns`` or ``--keys`` fails before any worker starts.
+    """
+    names = [t.name for t in signature.inputs] if signature is not None and signature.input_kind != "ndarray" else []
+    handle = ModelHandle(None, task.bundle_digest, signature, lambda x: x)
+    _mapping(input_columns(task, names), handle, task.options)
+
+
 def _signature_names(task: PartitionTask) -> list[str]:
     handle = _MODELS.get(task.bundle_digest)
     sig = handle.signature if handle is not None else None
@@ -262,7 +293,8 @@ def _mapping(columns: Sequence[str], handle: ModelHandle, options: BatchOptions)
     missing = [c for c in [*mapped, *options.keys] if c not in columns]
     if missing:
         raise InvalidInputError(f"input column(s) {', '.join(map(repr, missing))} not found",
-                                hint=f"the input has columns {', '.join(columns)}")
+                                hint=f"the input has columns {', '.join(columns)} (CSV without a header row: "
+                                     "0, 1, 2...; --header/--no-header decides)")
     if sig is not None and sig.input_kind in ("dataframe", "dict"):
         source_of = {model_name: col for col, model_name in mapped.items()}
         sources, targets = [], []

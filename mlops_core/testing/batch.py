@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FEATURES", "make_dataset", "make_frame", "train_small_model", "read_predictions", "expected_predictions"]
+__all__ = ["FEATURES", "make_dataset", "make_frame", "small_model", "train_small_model", "read_predictions",
+           "expected_predictions", "FaultyModel", "CountingModel"]
 
 #: The feature columns of :func:`make_dataset`, in the order the small model takes them.
 FEATURES = ("f0", "f1", "f2", "f3")
@@ -73,20 +74,15 @@ def train_small_model(name: str = "batch-small", *, stack: Any = None, alias: st
     its inputs ``f0``..``f3`` (input kind ``dataframe``); otherwise it takes one
     ``(n, 4)`` float64 array (input kind ``ndarray``).
     """
-    from sklearn.linear_model import LogisticRegression
-
     from .. import api
 
-    x, y = _training_data()
+    x, _ = _training_data()
+    model = small_model(dataframe)
     example: Any = x[:200]
     if dataframe:
         import pandas as pd
 
-        example = pd.DataFrame(x, columns=list(FEATURES))
-        model = LogisticRegression().fit(example, y)
-        example = example.iloc[:200]
-    else:
-        model = LogisticRegression().fit(x, y)
+        example = pd.DataFrame(example, columns=list(FEATURES))
     version = api.register(name, model, example=example, alias=alias, stack=stack)
     return f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}"
 
@@ -129,3 +125,72 @@ def expected_predictions(model_uri: str, dataset: str | Path, *, stack: Any = No
     x = np.column_stack([table.column(f).to_numpy() for f in FEATURES])[order]
     model = api.load(model_uri, stack=stack)
     return table.column("id").to_numpy()[order], model.predict(x)
+
+
+class FaultyModel:
+    """Wraps a model; the first ``predict`` call after ``trigger`` (a file) appears fails, once per trigger.
+
+    The trigger is consumed by an atomic rename, so across any number of worker
+    processes exactly one call fails. ``mode="raise"`` raises RuntimeError (a failed
+    partition); ``mode="exit"`` ends the worker process at once (a lost worker).
+    Picklable by reference (this module is importable by every worker).
+    """
+
+    def __init__(self, inner: Any, trigger: str | Path, mode: str = "raise") -> None:
+        if mode not in ("raise", "exit"):
+            raise ValueError("mode is 'raise' or 'exit'")
+        self.inner = inner
+        self.trigger = str(trigger)
+        self.mode = mode
+
+    def _fire(self) -> bool:
+        import os
+
+        try:
+            os.rename(self.trigger, self.trigger + ".fired")
+        except OSError:
+            return False
+        return True
+
+    def predict(self, x: Any) -> Any:
+        if self._fire():
+            if self.mode == "exit":
+                import os
+
+                os._exit(3)
+            raise RuntimeError("FaultyModel: the injected failure")
+        return self.inner.predict(x)
+
+
+def small_model(dataframe: bool = False) -> Any:
+    """The fitted LogisticRegression of :func:`train_small_model`, unregistered."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = _training_data()
+    if dataframe:
+        import pandas as pd
+
+        return LogisticRegression().fit(pd.DataFrame(x, columns=list(FEATURES)), y)
+    return LogisticRegression().fit(x, y)
+
+
+class CountingModel:
+    """Wraps a model and appends this process's pid to ``log`` each time it is unpickled (loaded).
+
+    Batch tests read the file to check the model is loaded once per worker
+    process, never once per partition or batch.
+    """
+
+    def __init__(self, inner: Any, log: str | Path) -> None:
+        self.inner = inner
+        self.log = str(log)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import os
+
+        self.__dict__.update(state)
+        with open(self.log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def predict(self, x: Any) -> Any:
+        return self.inner.predict(x)

@@ -126,7 +126,7 @@ class DaskEngine(BatchEngine):
         futures = client.map(run_task, tasks, key=keys, retries=self.config.retries, pure=False)
         by_key = dict(zip(keys, tasks))
         try:
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=client.loop):
                 task = by_key[future.key]
                 try:
                     result = future.result()

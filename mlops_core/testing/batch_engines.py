@@ -1,20 +1,33 @@
-"""Checks every distributed batch engine's tests share: rows written exactly once, a worker killed mid-job.
+"""Checks every distributed batch engine's tests share: same rows as ``local``, a worker killed mid-job.
 
 Used by the ``dask`` and ``ray`` engine plugins' tests (and open to any engine
-plugin): score the dataset of :func:`mlops_core.testing.batch.make_dataset`, kill
-the worker process that returned the first partition while the others are still
-running, and show the job still writes every row exactly once.
+plugin): subclass :class:`BatchEngineChecks`, set ``ENGINE`` and define the
+``engine_settings`` fixture. The engine scores the 1M-row dataset of
+:func:`mlops_core.testing.batch.make_dataset` and must agree row by row with the
+``local`` engine; then the worker process that returned the first partition is
+killed while the others are still running, and the job must still write every row
+exactly once. Needs pytest, numpy, pandas, pyarrow and scikit-learn.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["WorkerKiller", "assert_exactly_once", "wait_until"]
+import pytest
+
+__all__ = ["BatchEngineChecks", "WorkerKiller", "assert_exactly_once", "engine_stack"]
+
+
+def engine_stack(home: str | Path, engine: str, **settings: Any) -> Any:
+    """A stack on the embedded defaults whose ``[batch]`` engine is ``engine`` with ``settings``."""
+    from ..stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig
+
+    components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
+    components["batch"] = ComponentConfig(engine, settings)
+    return Stack(StackConfig(home=Path(home), components=components, source=f"engine_stack({engine})"))
 
 
 def assert_exactly_once(output: str | Path, ids: Any, expected: Any) -> Any:
@@ -57,13 +70,64 @@ class WorkerKiller:
         return {int(r.worker.rsplit(":", 1)[1]) for r in self.after if r.error is None}
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 120.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (returned), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
+class BatchEngineChecks:
+    """End-to-end checks of a distributed engine; subclass with ``ENGINE`` and an ``engine_settings`` fixture.
+
+    ``kill_settings`` (default: the stack's engine as configured) may point the
+    killed-worker job at a cluster the test owns (``{"address": ...}``).
+    """
+
+    ENGINE = ""
+    ROWS, PARTITIONS = 1_000_000, 8
+
+    @pytest.fixture(scope="class")
+    def env(self, tmp_path_factory: Any, engine_settings: dict[str, Any]) -> Any:
+        from .batch import expected_predictions, make_dataset, train_small_model
+
+        root = tmp_path_factory.mktemp(f"batch-{self.ENGINE}")
+        stack = engine_stack(root / ".mlops", self.ENGINE, **engine_settings)
+        uri = train_small_model(stack=stack)
+        data = make_dataset(root / "data", rows=self.ROWS, partitions=self.PARTITIONS)
+        ids, expected = expected_predictions(uri, data, stack=stack)
+        try:
+            yield {"root": root, "stack": stack, "uri": uri, "data": data, "ids": ids, "expected": expected}
+        finally:
+            stack.close()
+
+    @pytest.fixture
+    def kill_settings(self) -> dict[str, Any]:
+        return {}
+
+    def test_scores_the_dataset_like_the_local_engine(self, env: Any, tmp_path: Path) -> None:
+        import numpy as np
+
+        from .. import api
+        from .batch import read_predictions
+
+        result = api.batch_score(env["uri"], env["data"], tmp_path / "out", keys="id", stack=env["stack"])
+        assert result.ok, result.failed
+        assert (result.engine, result.rows, result.partitions, result.skipped) == (
+            self.ENGINE, self.ROWS, self.PARTITIONS, 0)
+        frame = assert_exactly_once(tmp_path / "out", env["ids"], env["expected"])
+        assert list(frame.columns) == ["id", "prediction"]  # the key next to the predictions
+
+        local = api.batch_score(env["uri"], env["data"], tmp_path / "local", keys="id", engine="local",
+                                engine_config={"workers": 2}, stack=env["stack"])
+        assert local.ok and local.rows == self.ROWS
+        reference = read_predictions(tmp_path / "local")
+        np.testing.assert_array_equal(frame["id"].to_numpy(), reference["id"].to_numpy())
+        np.testing.assert_array_equal(frame["prediction"].to_numpy(), reference["prediction"].to_numpy())
+
+    def test_killing_a_worker_mid_job_still_writes_every_row_once(self, env: Any, kill_settings: dict[str, Any],
+                                                                   tmp_path: Path) -> None:
+        from .. import api
+
+        killer = WorkerKiller()
+        result = api.batch_score(env["uri"], env["data"], tmp_path / "out", keys="id",
+                                 engine=self.ENGINE if kill_settings else None, engine_config=kill_settings or None, progress=killer, stack=env["stack"])
+        assert killer.killed is not None
+        assert result.ok, result.failed
+        assert (result.rows, result.partitions) == (self.ROWS, self.PARTITIONS)
+        # the partitions after the kill were scored by other (or restarted) worker processes
+        assert killer.after and killer.killed not in killer.workers_after()
+        assert_exactly_once(tmp_path / "out", env["ids"], env["expected"])

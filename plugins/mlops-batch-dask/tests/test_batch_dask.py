@@ -67,7 +67,8 @@ class TestDaskEngine(BatchEngineChecks):
         return {"address": cluster.scheduler_address}  # the kill test reaches a cluster by address
 
     def test_doctor_check_of_a_scheduler_address(self, scheduler, tmp_path):
-        cluster, _ = scheduler
+        cluster, client = scheduler
+        client.wait_for_workers(2, timeout=300)  # the nanny restarts a worker the kill test killed
         stack = engine_stack(tmp_path / ".mlops", "dask", address=cluster.scheduler_address)
         try:
             summary = stack.batch_engine.check()  # what `mlops doctor` prints for this stack

@@ -21,7 +21,11 @@ the core retries. ``ray`` is imported only here, when a stack builds the engine.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import attrs
@@ -60,7 +64,8 @@ class RayConfig:
     workers: int | None = attrs.field(default=None, converter=_opt_int, validator=_at_least(1))
     #: Times Ray runs a task again when its worker process dies (Ray's ``max_retries``).
     max_retries: int = attrs.field(default=3, converter=int, validator=attrs.validators.ge(0))
-    #: The local Ray's session folder (sockets, logs, spilled objects); default Ray's own (``/tmp/ray``).
+    #: The local Ray's session folder (sockets, logs, spilled objects); default: a private folder under /tmp
+    #: removed when the engine closes.
     temp_dir: str | None = attrs.field(default=None, converter=_text)
     #: Bytes of shared memory for the local Ray's object store (default Ray's: 30% of RAM). Results are small.
     object_store_memory: int | None = attrs.field(default=None, converter=_opt_int,
@@ -74,6 +79,7 @@ class RayEngine(BatchEngine):
         super().__init__(config or RayConfig(), context)
         self._owned = False  # True when this engine called ray.init (so close() shuts Ray down)
         self._remote: Any = None
+        self._temp: str | None = None  # the private session folder of a local Ray the engine started
 
     # ------------------------------------------------------------ connection
     def _ray(self) -> Any:
@@ -103,20 +109,28 @@ class RayEngine(BatchEngine):
             return
         # a raylet waits this long for its agents (Python processes) before it gives up
         os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
+        if cfg.temp_dir is None and self._temp is None:
+            # a private session folder: nothing shared with another Ray, removed on close; short, because
+            # Ray's socket paths inside it must stay under 107 bytes
+            self._temp = tempfile.mkdtemp(prefix="mlops-ray-", dir="/tmp")
+        temp = cfg.temp_dir or self._temp
         last: Exception | None = None
         for _ in range(START_ATTEMPTS):
+            before = _sessions(temp)
             try:
                 ray.init(num_cpus=self._local_workers(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                         _temp_dir=cfg.temp_dir, object_store_memory=cfg.object_store_memory, **common)
+                         _temp_dir=temp, object_store_memory=cfg.object_store_memory, **common)
             except Exception as exc:  # Ray raises a bare Exception when its node times out during start-up
                 last = exc
                 ray.shutdown()
+                # a failed start leaves the processes it had started (GCS, dashboard, agents) running
+                _stop_processes_of(_sessions(temp) - before)
                 continue
             self._owned = True
             return
         raise BackendUnavailableError(f"a local Ray did not start ({START_ATTEMPTS} attempts): {last}",
                                       hint="the machine may be overloaded; see the logs under "
-                                           f"{cfg.temp_dir or '/tmp/ray'}/session_latest/logs")
+                                           f"{temp}/session_*/logs")
 
     def _local_workers(self) -> int:
         return self.config.workers or os.cpu_count() or 1
@@ -155,7 +169,7 @@ class RayEngine(BatchEngine):
 
         if not self.config.address:
             return (f"ray {ray.__version__}: a local Ray with {self._local_workers()} CPU(s) on loopback, "
-                    f"started per job (temp dir {self.config.temp_dir or 'Ray default'})")
+                    f"started per job (temp dir {self.config.temp_dir or 'private, under /tmp'})")
         ray = self._ray()
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         cpus = int(ray.cluster_resources().get("CPU", 0))
@@ -173,3 +187,28 @@ class RayEngine(BatchEngine):
             import ray
 
             ray.shutdown()
+        temp, self._temp = self._temp, None
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _sessions(temp: str) -> set[str]:
+    """The session folders under a Ray temp folder (one per ``ray.init`` that started a local Ray)."""
+    return {str(p) for p in Path(temp).glob("session_2*")}
+
+
+def _stop_processes_of(sessions: set[str]) -> None:
+    """Kill the processes whose command line names one of these session folders (and only those)."""
+    import psutil
+
+    if not sessions:
+        return
+    victims = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or ())
+        if any(session in cmdline for session in sessions):
+            victims.append(proc)
+    for proc in victims:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(victims, timeout=10)

@@ -21,24 +21,18 @@ import mlops_core
 from mlops_core import api
 from mlops_core.batch import BatchOptions, PartitionTask, run_task
 from mlops_core.errors import BackendNotFoundError, IntegrityError, InvalidInputError, NotFoundError
-from mlops_core.stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig
-from mlops_core.testing.batch import (FEATURES, CountingModel, FaultyModel, expected_predictions, make_dataset,
-                                      make_frame, read_predictions, small_model, train_small_model)
+from mlops_core.stack import Stack
+from mlops_core.testing.batch import (FEATURES, CountingModel, FaultyModel, batch_stack, expected_predictions,
+                                      make_dataset, make_frame, read_predictions, small_model, train_small_model)
 
 ROWS, PARTS = 20_000, 4
-
-
-def _stack(home: Path, monitors: tuple = (), workers: int = 2) -> Stack:
-    components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
-    components["batch"] = ComponentConfig("local", {"workers": workers})
-    return Stack(StackConfig(home=home, components=components, monitors=monitors, source="test_batch"))
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """One stack (and so one warm pool of 2 workers), one model, one dataset for the module."""
     root = tmp_path_factory.mktemp("batch")
-    stack = _stack(root / ".mlops")
+    stack = batch_stack(root / ".mlops", settings={"workers": 2})
     uri = train_small_model(stack=stack)
     data = make_dataset(root / "data", rows=ROWS, partitions=PARTS)
     ids, expected = expected_predictions(uri, data, stack=stack)
@@ -246,3 +240,30 @@ def test_clear_errors_for_bad_jobs(env, tmp_path):
 
 def test_batch_score_is_public_and_lazy():
     assert "batch_score" in mlops_core.__all__ and mlops_core.batch_score is api.batch_score
+
+
+class _Proba:
+    """predict returns two columns per row, like predict_proba."""
+
+    def predict(self, x):
+        return np.column_stack([x[:, 0], -x[:, 0]])
+
+
+def test_score_table_on_arrow_record_batches_for_engines_that_read_themselves(env):
+    from mlops_core.batch.worker import ModelHandle, load_model, score_table
+
+    _version, path = api.resolve_bundle(env["uri"], stack=env["stack"])
+    handle = load_model(str(path), _version.artifact.digest)  # in this process: the same verified path
+    assert load_model(str(path), _version.artifact.digest) is handle  # cached by digest
+    table = pq.read_table(env["data"] / "part-00001.parquet")
+    options = BatchOptions(keys=("id",), batch_rows=777)  # chunks of 777 rows: same result as one call
+    out = score_table(table.to_batches()[0], handle, options)
+    model = api.load(env["uri"], stack=env["stack"])
+    batch = table.to_batches()[0]
+    x = np.column_stack([batch.column(f).to_numpy() for f in FEATURES])
+    np.testing.assert_array_equal(out.column("prediction").to_numpy(), model.predict(x))
+    np.testing.assert_array_equal(out.column("id").to_numpy(), batch.column("id").to_numpy())
+
+    two = score_table(table, ModelHandle(_Proba(), "d", None, _Proba().predict), BatchOptions(keys=("id",)))
+    assert two.column_names == ["id", "prediction_0", "prediction_1"]
+    np.testing.assert_array_equal(two.column("prediction_1").to_numpy(), -table.column("f0").to_numpy())

@@ -15,8 +15,20 @@ def test_embedded_defaults_live_in_dot_mlops(tmp_path):
     assert config.source == "embedded defaults"
     assert config.home == tmp_path / ".mlops"
     assert {c: cc.backend for c, cc in config.components.items()} == {
-        "storage": "fsspec", "registry": "sqlite", "builder": "oci", "deployer": "process"}
+        "storage": "fsspec", "registry": "sqlite", "builder": "oci", "deployer": "process", "batch": "local"}
     assert config.monitors == ()
+
+
+def test_batch_engine_from_the_stack_file_and_the_environment(tmp_path):
+    (tmp_path / "mlops.toml").write_text('[batch]\nbackend = "local"\nworkers = 3\n')
+    stack = Stack(load_config(env={}))
+    try:
+        assert stack.batch_engine.workers() == 3 and "3 worker(s)" in stack.batch_engine.check()
+    finally:
+        stack.close()
+    config = load_config(env={"MLOPS_BATCH": "dask", "MLOPS_BATCH__ADDRESS": "tcp://scheduler:8786"})
+    assert config.components["batch"].backend == "dask"
+    assert config.components["batch"].settings == {"address": "tcp://scheduler:8786"}
 
 
 def test_stack_file_found_upwards_and_home_relative_to_it(tmp_path, monkeypatch):

@@ -15,11 +15,11 @@ import logging
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import attrs
 
-from .types import BatchOptions, BatchResult, PartitionResult, PartitionTask
+from .types import BatchOptions, BatchResult, PartitionResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..interfaces import BatchEngine

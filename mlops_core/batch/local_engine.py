@@ -80,7 +80,8 @@ class LocalEngine(BatchEngine):
             except BrokenProcessPool as exc:  # a worker died: its tasks come back failed, the core retries them
                 broken = True
                 result = PartitionResult(task.index, task.input_url, task.output_url, attempt=task.attempt,
-                                         error=f"worker process lost: {exc}")
+                                         error=f"worker process lost: {exc} (a script that starts a batch job "
+                                               "must do it under `if __name__ == '__main__':`, see docs/batch.md)")
             except Exception as exc:  # the task or its result could not be pickled
                 result = PartitionResult(task.index, task.input_url, task.output_url, attempt=task.attempt,
                                          error=f"{type(exc).__name__}: {exc}")

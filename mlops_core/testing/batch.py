@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["FEATURES", "make_dataset", "make_frame", "small_model", "train_small_model", "read_predictions",
-           "expected_predictions", "FaultyModel", "CountingModel"]
+           "expected_predictions", "FaultyModel", "CountingModel", "batch_stack"]
 
 #: The feature columns of :func:`make_dataset`, in the order the small model takes them.
 FEATURES = ("f0", "f1", "f2", "f3")
@@ -194,3 +194,17 @@ class CountingModel:
 
     def predict(self, x: Any) -> Any:
         return self.inner.predict(x)
+
+
+def batch_stack(home: str | Path, engine: str = "local", settings: Any = None, monitors: Any = ()) -> Any:
+    """A Stack with the embedded defaults under ``home`` and ``[batch] backend = engine`` with ``settings``.
+
+    Built directly, not from a stack file, so no developer configuration leaks in;
+    ``monitors`` are ComponentConfig entries (``ComponentConfig("prometheus")``).
+    """
+    from ..stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig
+
+    components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
+    components["batch"] = ComponentConfig(engine, dict(settings or {}))
+    return Stack(StackConfig(home=Path(home), components=components, monitors=tuple(monitors),
+                             source=f"batch_stack({home})"))

@@ -33,14 +33,13 @@ def main() -> None:
     args = parser.parse_args()
 
     from mlops_core import api
-    from mlops_core.testing.batch import make_dataset, train_small_model
-    from mlops_core.testing.batch_engines import engine_stack
+    from mlops_core.testing.batch import batch_stack, make_dataset, train_small_model
 
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-batch-", dir="/tmp") as tmp:
         root = Path(tmp)
         settings = {"local": {}, "dask": {}, "ray": {"temp_dir": str(root / "ray")}}
-        stacks = {e: engine_stack(root / e / ".mlops", e, workers=args.workers, **settings.get(e, {}))
+        stacks = {e: batch_stack(root / e / ".mlops", e, dict(workers=args.workers, **settings.get(e, {})))
                   for e in engines}
         uri = {e: train_small_model(stack=s) for e, s in stacks.items()}
         data = make_dataset(root / "data", rows=args.rows, partitions=args.partitions)

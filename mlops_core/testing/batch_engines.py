@@ -18,16 +18,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["BatchEngineChecks", "WorkerKiller", "assert_exactly_once", "engine_stack"]
-
-
-def engine_stack(home: str | Path, engine: str, **settings: Any) -> Any:
-    """A stack on the embedded defaults whose ``[batch]`` engine is ``engine`` with ``settings``."""
-    from ..stack import DEFAULTS, SINGLE_COMPONENTS, ComponentConfig, Stack, StackConfig
-
-    components = {c: ComponentConfig(DEFAULTS[c]) for c in SINGLE_COMPONENTS}
-    components["batch"] = ComponentConfig(engine, settings)
-    return Stack(StackConfig(home=Path(home), components=components, source=f"engine_stack({engine})"))
+__all__ = ["BatchEngineChecks", "WorkerKiller", "assert_exactly_once"]
 
 
 def assert_exactly_once(output: str | Path, ids: Any, expected: Any) -> Any:
@@ -82,10 +73,10 @@ class BatchEngineChecks:
 
     @pytest.fixture(scope="class")
     def env(self, tmp_path_factory: Any, engine_settings: dict[str, Any]) -> Any:
-        from .batch import expected_predictions, make_dataset, train_small_model
+        from .batch import batch_stack, expected_predictions, make_dataset, train_small_model
 
         root = tmp_path_factory.mktemp(f"batch-{self.ENGINE}")
-        stack = engine_stack(root / ".mlops", self.ENGINE, **engine_settings)
+        stack = batch_stack(root / ".mlops", self.ENGINE, engine_settings)
         uri = train_small_model(stack=stack)
         data = make_dataset(root / "data", rows=self.ROWS, partitions=self.PARTITIONS)
         ids, expected = expected_predictions(uri, data, stack=stack)

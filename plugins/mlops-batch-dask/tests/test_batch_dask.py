@@ -11,11 +11,12 @@ from __future__ import annotations
 import pytest
 
 from mlops_core.errors import BackendUnavailableError, ConfigError
-from mlops_core.testing.batch_engines import BatchEngineChecks, engine_stack
+from mlops_core.testing.batch import batch_stack
+from mlops_core.testing.batch_engines import BatchEngineChecks
 
 
 def test_the_dask_engine_is_offered_and_refuses_bad_settings(tmp_path):
-    stack = engine_stack(tmp_path / ".mlops", "dask", workers=3)
+    stack = batch_stack(tmp_path / ".mlops", "dask", dict(workers=3))
     try:
         assert stack.batch_engine.workers() == 3
         assert "LocalCluster of 3 worker process(es)" in stack.batch_engine.check()
@@ -23,12 +24,12 @@ def test_the_dask_engine_is_offered_and_refuses_bad_settings(tmp_path):
         stack.close()
     for bad in ({"workers": 0}, {"threads_per_worker": "many"}, {"adress": "tcp://x:8786"}):
         with pytest.raises(ConfigError) as info:
-            engine_stack(tmp_path / ".bad", "dask", **bad).batch_engine
+            batch_stack(tmp_path / ".bad", "dask", bad).batch_engine
         assert "dask" in str(info.value)
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path):
-    stack = engine_stack(tmp_path / ".mlops", "dask", address="tcp://127.0.0.1:9", timeout=2)
+    stack = batch_stack(tmp_path / ".mlops", "dask", dict(address="tcp://127.0.0.1:9", timeout=2))
     try:
         with pytest.raises(BackendUnavailableError) as info:
             stack.batch_engine.check()
@@ -69,7 +70,7 @@ class TestDaskEngine(BatchEngineChecks):
     def test_doctor_check_of_a_scheduler_address(self, scheduler, tmp_path):
         cluster, client = scheduler
         client.wait_for_workers(2, timeout=300)  # the nanny restarts a worker the kill test killed
-        stack = engine_stack(tmp_path / ".mlops", "dask", address=cluster.scheduler_address)
+        stack = batch_stack(tmp_path / ".mlops", "dask", dict(address=cluster.scheduler_address))
         try:
             summary = stack.batch_engine.check()  # what `mlops doctor` prints for this stack
         finally:

@@ -16,12 +16,12 @@ import pytest
 
 from mlops_core import api
 from mlops_core.errors import ConfigError
-from mlops_core.testing.batch import expected_predictions, make_dataset
-from mlops_core.testing.batch_engines import BatchEngineChecks, assert_exactly_once, engine_stack
+from mlops_core.testing.batch import batch_stack, expected_predictions, make_dataset
+from mlops_core.testing.batch_engines import BatchEngineChecks, assert_exactly_once
 
 
 def test_the_ray_engine_is_offered_and_refuses_bad_settings(tmp_path):
-    stack = engine_stack(tmp_path / ".mlops", "ray", workers=3)
+    stack = batch_stack(tmp_path / ".mlops", "ray", dict(workers=3))
     try:
         assert stack.batch_engine.workers() == 3
         assert "local Ray with 3 CPU(s) on loopback" in stack.batch_engine.check()
@@ -29,7 +29,7 @@ def test_the_ray_engine_is_offered_and_refuses_bad_settings(tmp_path):
         stack.close()
     for bad in ({"workers": 0}, {"max_retries": "often"}, {"adress": "auto"}):
         with pytest.raises(ConfigError) as info:
-            engine_stack(tmp_path / ".bad", "ray", **bad).batch_engine
+            batch_stack(tmp_path / ".bad", "ray", bad).batch_engine
         assert "ray" in str(info.value)
 
 

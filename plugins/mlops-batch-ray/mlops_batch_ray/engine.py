@@ -128,6 +128,7 @@ class RayEngine(BatchEngine):
                 continue
             self._owned = True
             return
+        self._temp = None  # kept (not removed on close): the hint sends people to its logs
         raise BackendUnavailableError(f"a local Ray did not start ({START_ATTEMPTS} attempts): {last}",
                                       hint="the machine may be overloaded; see the logs under "
                                            f"{temp}/session_*/logs")

@@ -247,9 +247,20 @@ def test_xgboost_booster_and_json_files(tmp_path, iris, monkeypatch):
     info = save_bundle(booster, tmp_path / "b", example=X[:4])
     assert info.manifest["format"] == "xgboost"
     assert "model.json" in {f["path"] for f in info.manifest["files"]}
+    assert "scikit-learn" not in {r["name"] for r in info.manifest["requirements"]}
     json.loads((info.path / "model.json").read_text())  # XGBoost's own JSON model, readable anywhere
     loaded = load_bundle(info.path).model
     np.testing.assert_allclose(loaded.predict(X), booster.inplace_predict(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fixture, needs_sklearn", [("xgb_model", True), ("lgb_model", False)])
+def test_tree_requirements_name_scikit_learn_only_when_loading_imports_it(request, tmp_path, iris, fixture,
+                                                                          needs_sklearn):
+    """XGBClassifier imports scikit-learn when it is rebuilt (found by the image test: the image lacked it);
+    the LightGBM wrapper here rebuilds a bare Booster, and a bare XGBoost Booster needs no scikit-learn."""
+    info = save_bundle(request.getfixturevalue(fixture), tmp_path / "b", example=iris[0][:4])
+    names = {r["name"] for r in info.manifest["requirements"]}
+    assert ("scikit-learn" in names) is needs_sklearn, names
 
 
 def test_lightgbm_regressor_text_file(tmp_path, iris):

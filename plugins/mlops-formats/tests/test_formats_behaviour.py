@@ -398,3 +398,16 @@ def test_command_program_dies_with_the_process(tmp_path):
     else:
         os.kill(pid, 9)
         raise AssertionError("the model program outlived the process that started it")
+
+
+def test_a_missing_system_library_is_a_clear_error(tmp_path, monkeypatch):
+    """A framework whose import loads a system library that is absent (LightGBM without libgomp1 in an image)."""
+    from mlops_core.errors import PluginError
+    from mlops_formats._common import require
+
+    (tmp_path / "needs_a_system_lib.py").write_text("import ctypes\nctypes.CDLL('libmlops-not-installed.so.1')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as err:
+        require("needs_a_system_lib", "lightgbm")
+    assert "libmlops-not-installed.so.1" in err.value.message
+    assert "libgomp1" in err.value.hint

@@ -55,6 +55,10 @@ def require(module: str, extra: str) -> Any:
     except ImportError as exc:
         raise PluginError(f"this model format needs the Python module {module!r}, which cannot be imported ({exc})",
                           hint=f"pip install 'mlops-formats[{extra}]'") from None
+    except OSError as exc:  # the module is there but a system library it loads is not (LightGBM: libgomp.so.1)
+        raise PluginError(f"the Python module {module!r} cannot load a system library it needs: {exc}",
+                          hint="install that library where the model runs; in an image, use a base that has it "
+                               "(libgomp.so.1 is Debian's libgomp1; `mlops image base` includes it)") from None
 
 
 def env_int(name: str, default: int) -> int:

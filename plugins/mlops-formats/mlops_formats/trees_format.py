@@ -102,7 +102,10 @@ class XGBoostFormat(ModelFormat):
                          outputs=[TensorSpec("output-0", numpy_datatype(out.dtype), (-1, *out.shape[1:]))])
 
     def imported_modules(self, directory: Path) -> set[str]:
-        return {"xgboost", "numpy", "scipy"}
+        # XGBoost's scikit-learn wrappers (XGBClassifier...) import scikit-learn when they are built;
+        # a bare Booster does not, so its images stay without it.
+        wrapper = read_json(directory, INFO).get("class") != "Booster"
+        return {"xgboost", "numpy", "scipy"} | ({"sklearn"} if wrapper else set())
 
 
 # ----------------------------------------------------------------- lightgbm

@@ -247,9 +247,20 @@ def test_xgboost_booster_and_json_files(tmp_path, iris, monkeypatch):
     info = save_bundle(booster, tmp_path / "b", example=X[:4])
     assert info.manifest["format"] == "xgboost"
     assert "model.json" in {f["path"] for f in info.manifest["files"]}
+    assert "scikit-learn" not in {r["name"] for r in info.manifest["requirements"]}
     json.loads((info.path / "model.json").read_text())  # XGBoost's own JSON model, readable anywhere
     loaded = load_bundle(info.path).model
     np.testing.assert_allclose(loaded.predict(X), booster.inplace_predict(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize("fixture, needs_sklearn", [("xgb_model", True), ("lgb_model", False)])
+def test_tree_requirements_name_scikit_learn_only_when_loading_imports_it(request, tmp_path, iris, fixture,
+                                                                          needs_sklearn):
+    """XGBClassifier imports scikit-learn when it is rebuilt (found by the image test: the image lacked it);
+    the LightGBM wrapper here rebuilds a bare Booster, and a bare XGBoost Booster needs no scikit-learn."""
+    info = save_bundle(request.getfixturevalue(fixture), tmp_path / "b", example=iris[0][:4])
+    names = {r["name"] for r in info.manifest["requirements"]}
+    assert ("scikit-learn" in names) is needs_sklearn, names
 
 
 def test_lightgbm_regressor_text_file(tmp_path, iris):
@@ -387,3 +398,16 @@ def test_command_program_dies_with_the_process(tmp_path):
     else:
         os.kill(pid, 9)
         raise AssertionError("the model program outlived the process that started it")
+
+
+def test_a_missing_system_library_is_a_clear_error(tmp_path, monkeypatch):
+    """A framework whose import loads a system library that is absent (LightGBM without libgomp1 in an image)."""
+    from mlops_core.errors import PluginError
+    from mlops_formats._common import require
+
+    (tmp_path / "needs_a_system_lib.py").write_text("import ctypes\nctypes.CDLL('libmlops-not-installed.so.1')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as err:
+        require("needs_a_system_lib", "lightgbm")
+    assert "libmlops-not-installed.so.1" in err.value.message
+    assert "libgomp1" in err.value.hint

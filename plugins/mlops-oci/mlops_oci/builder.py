@@ -331,7 +331,8 @@ def plan_image(version: ModelVersion, bundle_dir: Path, cfg: Any, base_name: str
 
     progress.start("resolve dependencies")
     reqs = requirement_set(manifest.get("requirements") or [], runtime_dists, target, extra=cfg.extra_requirements)
-    wheels = resolve_wheels(reqs, target, cache, index_url=cfg.index_url, extra_index_urls=cfg.extra_index_urls)
+    wheels = resolve_wheels(reqs, target, cache, index_url=cfg.index_url, extra_index_urls=cfg.extra_index_urls,
+                            find_links=cfg.find_links)
     progress.done(f"{len(wheels.wheels)} wheels{' (pip ran)' if wheels.resolved_now else ' (cached)'}")
 
     pool = ZipPool()

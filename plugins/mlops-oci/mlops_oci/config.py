@@ -76,6 +76,9 @@ class ImageContentConfig:
     extra_requirements: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
     index_url: str | None = attrs.field(default=None, converter=_to_opt_str)
     extra_index_urls: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
+    #: Folders (or URLs of HTML pages) of wheels pip may also take, e.g. where a local build such as
+    #: ``torch==2.13.0+cpu`` lies; pip's own configuration (pip.conf, ``PIP_FIND_LINKS``) applies as well.
+    find_links: tuple[str, ...] = attrs.field(default=(), converter=_to_tuple)
     labels: Mapping[str, str] = attrs.field(factory=dict, converter=_to_mapping)
     #: Progress on stderr: None = when stderr is a terminal.
     progress: bool | None = attrs.field(default=None, converter=_to_bool)

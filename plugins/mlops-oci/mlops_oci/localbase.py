@@ -52,7 +52,9 @@ def default_cache() -> Path:
 
 DEFAULT_CACHE = default_cache()
 
-DEBOOTSTRAP_INPUTS = {"suite": "bookworm", "variant": "minbase", "include": ["python3"],
+# libgomp1: the OpenMP runtime that some model wheels load from the system instead of bundling it
+# (LightGBM's lib_lightgbm.so); without it their images fail to load the model.
+DEBOOTSTRAP_INPUTS = {"suite": "bookworm", "variant": "minbase", "include": ["python3", "libgomp1"],
                       "mirror": os.environ.get("MLOPS_DEBIAN_MIRROR", "http://deb.debian.org/debian"),
                       "recipe": 3}
 

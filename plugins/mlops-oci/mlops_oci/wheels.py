@@ -8,6 +8,16 @@
 * :func:`resolve_wheels` asks ``pip download --only-binary=:all:`` for wheels of
   the *target* platform and Python (never the build machine's), caches them under
   the stack home, and remembers each resolution so a warm build runs no pip at all.
+  pip runs with the build machine's own pip configuration (``pip.conf``,
+  ``PIP_FIND_LINKS``, ``PIP_EXTRA_INDEX_URL``...) plus the builder's
+  ``index_url``/``extra_index_urls``/``find_links``.
+* Local version labels (``torch==2.13.0+cpu``) are kept exactly: PEP 440's
+  ``==2.13.0`` also admits other builds of 2.13.0 (PyPI's CUDA torch, several
+  GB), so dropping the label would put a different build into the image than
+  the one the model was saved and tested with. Public indexes never serve local
+  versions, so such a pin resolves only from where that build came from (a
+  wheel folder or the vendor's index); when it cannot, the error names the
+  label and says how to point the builder there.
 * :func:`wheel_tree` unpacks wheels into a layer tree (a wheel is a zip; no code
   runs); :func:`runtime_tree` copies mlops-core, the server and any format plugin
   the bundle needs, with their metadata and entry points.
@@ -37,7 +47,7 @@ from mlops_core.errors import InvalidInputError, MlopsError
 from .layers import FileTree, canonical_json
 
 __all__ = ["TargetPlatform", "Requirement", "requirement_set", "resolve_wheels", "wheel_tree", "runtime_tree",
-           "WheelSet", "normalize_name", "BOOT_SCRIPT"]
+           "WheelSet", "normalize_name", "local_labelled", "BOOT_SCRIPT"]
 
 _RESOLVER_VERSION = 1
 _ARCH = {"amd64": "x86_64", "arm64": "aarch64", "ppc64le": "ppc64le", "s390x": "s390x", "386": "i686"}
@@ -212,12 +222,15 @@ def resolve_wheels(
     *,
     index_url: str | None = None,
     extra_index_urls: Sequence[str] = (),
+    find_links: Sequence[str] = (),
     pip_args: Sequence[str] = (),
     python: str | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> WheelSet:
     """Wheels for ``requirements`` on ``target``, from the cache or ``pip download``."""
     options = {"index_url": index_url, "extra_index_urls": list(extra_index_urls), "pip_args": list(pip_args)}
+    if find_links:  # only when set, so resolutions cached before the option existed stay valid
+        options["find_links"] = list(find_links)
     key = hashlib.sha256(canonical_json({
         "v": _RESOLVER_VERSION, "requirements": [str(r) for r in requirements],
         "target": attrs.asdict(target), "options": options,
@@ -248,7 +261,8 @@ def resolve_wheels(
         for url in extra_index_urls:
             cmd += ["--extra-index-url", url]
         # Existing cached wheels satisfy pip without downloading them again.
-        cmd += ["--find-links", str(wheel_dir)]
+        for link in [*find_links, str(wheel_dir)]:
+            cmd += ["--find-links", link]
         cmd += list(pip_args) + [str(r) for r in requirements]
         log(f"pip download {len(requirements)} requirements for {target.os}/{target.architecture} cp{target.python_version}")
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -256,8 +270,9 @@ def resolve_wheels(
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-12:])
             raise MlopsError(
                 f"could not resolve wheels for {target.os}/{target.architecture} Python {target.python_version}:\n{tail}",
-                hint="every requirement needs a wheel for the target platform (no source builds happen in an image "
-                     "build); pin a version that has one, set glibc/python_version, or point index_url at a mirror",
+                hint=_local_label_hint(requirements) or (
+                    "every requirement needs a wheel for the target platform (no source builds happen in an image "
+                    "build); pin a version that has one, set glibc/python_version, or point index_url at a mirror"),
             )
         entries = []
         for name in sorted(os.listdir(tmp)):
@@ -272,6 +287,23 @@ def resolve_wheels(
     tmp_lock.write_text(json.dumps({"requirements": [str(r) for r in requirements], "wheels": entries}, indent=1))
     os.replace(tmp_lock, lock_path)
     return WheelSet(tuple(wheel_dir / e["file"] for e in entries), True, key, tuple(e["sha256"] for e in entries))
+
+
+def local_labelled(requirements: Sequence[Requirement]) -> list[Requirement]:
+    """The requirements pinned to a local version (``==2.13.0+cpu``), which no public index serves."""
+    return [r for r in requirements if r.spec.startswith("==") and "+" in r.spec]
+
+
+def _local_label_hint(requirements: Sequence[Requirement]) -> str | None:
+    local = local_labelled(requirements)
+    if not local:
+        return None
+    names = ", ".join(str(r) for r in local)
+    return (f"{names} carries a local version label (after '+'): public indexes such as PyPI never serve such "
+            "builds, and the label is kept so the image gets the build the model was saved with, not another one "
+            "(for torch, PyPI's multi-GB CUDA build). Point the builder where that build came from: "
+            "find_links = [\"/folder/with/the/wheel\"] or extra_index_urls = [\"https://download.pytorch.org/whl/cpu\"] "
+            "in [builder] (pip's own configuration, pip.conf or PIP_FIND_LINKS, is read too)")
 
 
 # ------------------------------------------------------------------ file trees

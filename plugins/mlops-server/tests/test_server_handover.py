@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mlops_core.testing.waiting import wait_until
 from mlops_server.handover import (accept_pending, bind_listener, kernel_leave, steering_program,
                                    steering_supported)
 from mlops_server_testkit import free_port
@@ -140,15 +141,17 @@ def test_no_connection_is_lost_while_the_old_listener_closes(new_workers):
             if len(clients) % 200 == 0:
                 accepted[0] += sum(_queued(n) for n in new)
 
+    def connected(count: int) -> bool:
+        assert thread.is_alive() or len(clients) >= count, f"the connecting thread stopped early: {errors[:3]}"
+        return len(clients) >= count
+
     accepted = [0]
     thread = threading.Thread(target=connect)
     thread.start()
     try:
-        while len(clients) < 100:
-            time.sleep(0.001)
+        wait_until(lambda: connected(100), 60, what="100 connections before the old listener closes", interval=0.001)
         drained = old.close()
-        while len(clients) < 400:
-            time.sleep(0.001)
+        wait_until(lambda: connected(400), 60, what="400 connections in all", interval=0.001)
         done.set()
         thread.join()
         _wait_queued([n.sock for n in new], len(clients) - accepted[0] - len(drained))

@@ -12,5 +12,8 @@ if [ "$(id -u)" != 0 ]; then
   echo "not root: cannot install ${missing[*]}; tests that need them will skip" >&2; exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# On a shared machine another apt/dpkg may be running (another checkout's `make test`, an admin):
+# wait for its locks (up to 15 min) instead of failing at once with "Could not get lock".
+wait_locks=(-o DPkg::Lock::Timeout=900)
+apt-get "${wait_locks[@]}" update -qq
+apt-get "${wait_locks[@]}" install -y -qq --no-install-recommends "${missing[@]}"

@@ -316,7 +316,7 @@ class Stall:
     '''Pickles fine but stalls in the middle of the save, so the writer can be killed there.'''
     def __reduce__(self):
         marker.touch()
-        time.sleep(600)
+        time.sleep(600)  # the behaviour under test: a writer stuck mid-save until the test kills it
         return (int, ())
 
     def predict(self, x):
@@ -330,7 +330,7 @@ class StallingSource:
             self.sent = True
             return b"x" * (1 << 20)
         marker.touch()
-        time.sleep(600)
+        time.sleep(600)  # the behaviour under test: a stream stalled mid-write until the test kills it
         return b""
 
 if sys.argv[1] == "bundle":
@@ -343,12 +343,16 @@ else:
 def _start_writer(kind: str, home: Path, marker: Path):
     import subprocess
     import sys
-    import time
+
+    from mlops_core.testing.waiting import wait_until
 
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_WRITER, kind, str(home), str(marker)])
-    while not marker.exists():
-        assert proc.poll() is None, "the writer died before it stalled"
-        time.sleep(0.02)
+    try:
+        wait_until(marker.exists, 120, what="the writer to stall mid-save", proc=proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     return proc
 
 

@@ -179,7 +179,7 @@ def test_registry_with_racy_numbering_fails_under_concurrency(pytester: pytest.P
 
             def create_version(self, model, artifact, **kw):
                 number = self._next_version.get(model, 1)
-                self.gate.wait(0.002)
+                self.gate.wait(0.002)  # the bug under test: a pause between read and write widens the race
                 with self._lock:
                     self._next_version[model] = number
                     return super().create_version(model, artifact, **kw)
@@ -316,7 +316,7 @@ def test_deployer_reporting_ready_before_it_answers_fails(pytester: pytest.Pytes
                 holder = {}
 
                 def warm_up_then_serve():
-                    time.sleep(3)
+                    time.sleep(3)  # the behaviour under test: "ready" is reported long before the bind
                     server = ThreadingHTTPServer(("127.0.0.1", port), ref._handler(model, spec, log, None))
                     holder["server"] = server
                     server.serve_forever()

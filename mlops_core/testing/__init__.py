@@ -16,12 +16,14 @@ imports nothing itself, so it costs nothing unless a test uses it.
 #   mlops_core.testing.reference_*     InMemoryRegistry, InMemoryArtifactStore, ThreadDeployer
 #   mlops_core.testing.pytest_plugin   fixtures: mlops_plugin_manager, mlops_register_plugin,
 #                                      mlops_hook_recorder, mlops_stack
+#   mlops_core.testing.waiting         wait_until: poll an observable condition with a deadline
 _KIT = {
     "StorageSuite": "suites", "RegistrySuite": "suites", "BuilderSuite": "suites", "DeployerSuite": "suites",
     "MonitorSuite": "suites", "FormatSuite": "suites", "ConformanceSuite": "suites",
     "InMemoryRegistry": "reference_registry", "InMemoryArtifactStore": "reference_storage",
     "ThreadDeployer": "reference_deployer", "DoublingModel": "models",
     "run_registry_state_machine": "stateful", "run_storage_state_machine": "stateful",
+    "wait_until": "waiting",
 }
 
 

@@ -13,9 +13,10 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from .waiting import wait_until
 
 __all__ = ["FileSwapper", "hostile_pickle"]
 
@@ -77,10 +78,8 @@ class FileSwapper:
         self._proc = subprocess.Popen(
             [sys.executable, "-c", _SWAPPER, str(self.target), str(self.work / "good"), str(self.work / "bad"),
              str(self.work)], stdout=subprocess.PIPE, text=True)
-        while not (self.work / "started").exists():  # the race is on before the caller starts loading
-            if self._proc.poll() is not None:
-                raise RuntimeError("the swapper process ended before it swapped anything")
-            time.sleep(0.005)
+        # The race is on before the caller starts loading.
+        wait_until((self.work / "started").exists, 120, "the swapper's first swap", interval=0.005, proc=self._proc)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,7 +12,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -62,12 +61,14 @@ def postgres_dsn() -> str:
         dsn = f"postgresql://mlops@127.0.0.1:{port}/postgres"
         import psycopg
 
-        for _ in range(100):
-            try:
-                psycopg.connect(dsn, connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                time.sleep(0.1)
+        from mlops_core.testing import wait_until
+
+        def connects() -> bool:
+            psycopg.connect(dsn, connect_timeout=2).close()
+            return True
+
+        wait_until(connects, 60, what=f"PostgreSQL to accept connections on {dsn}", interval=0.1,
+                   ignore=(psycopg.OperationalError,))
         yield dsn
     finally:
         subprocess.run([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True, env=env, cwd=root,

@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 
 import pytest
 
@@ -29,15 +28,11 @@ def redis_url() -> str:
                              "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
+        from mlops_core.testing import wait_until
+
         client = redis.Redis.from_url(url)
-        for _ in range(200):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None:
-                    pytest.fail(f"redis-server exited with {proc.returncode}")
-                time.sleep(0.05)
+        wait_until(client.ping, 60, what=f"redis-server to answer PING on {url}", proc=proc,
+                   ignore=(redis.ConnectionError,))
         client.close()
         yield url
     finally:

@@ -362,17 +362,25 @@ def test_command_model_loaded_in_a_short_lived_thread_keeps_running(tmp_path, ir
     import command_models as models
 
     info = save_bundle(models.node_model(), tmp_path / "b")
+    from mlops_core.testing.waiting import wait_until
+
     box = {}
     loader = threading.Thread(target=lambda: box.setdefault("model", load_bundle(info.path).model))
     loader.start()
     loader.join()
     model = box["model"]
     try:
-        import time
+        import socket
 
-        time.sleep(0.5)  # a killed program would be gone by now
-        assert model.alive
+        # join() returns before the OS thread is gone; PDEATHSIG is sent when the kernel ends it, so wait
+        # for its task entry to disappear: from then on a program tied to that thread has been signalled.
+        wait_until(lambda: not os.path.exists(f"/proc/self/task/{loader.native_id}"), 30,
+                   what="the loader thread to end in the kernel")
+        # The Node program handles SIGTERM by closing its listener; a signalled program runs that handler
+        # before it can finish answering a request, so a fresh connection after an answer is then refused.
         np.testing.assert_array_equal(model.predict(iris[0][:3])["label"], models.expected(iris[0][:3])[1])
+        socket.create_connection(("127.0.0.1", model.port), timeout=10).close()
+        assert model.alive
     finally:
         model.close()
 

@@ -9,25 +9,24 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
+from mlops_core.testing.waiting import wait_until as kit_wait_until
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("k8s")]
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = 90, cluster=None) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            extra = f"\nkubelet log:\n{cluster.logs('kubelet')}" if cluster else ""
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}{extra}")
-        time.sleep(0.2)
+    """The kit's ``wait_until``, with the simulated kubelet's log in the failure message."""
+    try:
+        return kit_wait_until(check, timeout, what, interval=0.2)
+    except AssertionError as exc:
+        if cluster is None:
+            raise
+        raise AssertionError(f"{exc}\nkubelet log:\n{cluster.logs('kubelet')}") from None
 
 
 def deployment(name: str, image: str, replicas: int = 2, annotations: dict | None = None) -> dict:

@@ -20,7 +20,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 600.0) -> None:
+    # A deadline, not a delay: the server answers as soon as it is up (about 30 s idle, minutes on a loaded machine).
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -36,7 +36,7 @@ def _mlflow_serve(folder: Path, tmp_path: Path):
                                      # the Affine test model's module, as a user's own code would be
                                      "PYTHONPATH": str(Path(__file__).parent)})
     try:
-        wait_http(f"http://127.0.0.1:{port}/ping", proc, log, timeout=180)
+        wait_http(f"http://127.0.0.1:{port}/ping", proc, log)
     except BaseException:
         _stop(proc)
         raise

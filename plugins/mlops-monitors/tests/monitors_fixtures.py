@@ -26,6 +26,7 @@ import pytest
 from mlops_core.errors import NotFoundError
 from mlops_core.interfaces import ArtifactStore
 from mlops_core.plugins import PluginManager
+from mlops_core.testing.waiting import wait_until as kit_wait_until
 
 
 class DirStore(ArtifactStore):
@@ -78,17 +79,8 @@ def free_port() -> int:
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except Exception as exc:  # the service is still starting
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+    """The kit's ``wait_until``; any exception counts as "not yet" (the service is still starting)."""
+    return kit_wait_until(check, timeout, what, interval=interval, ignore=(Exception,))
 
 
 def http_get(url: str, timeout: float = 5.0) -> bytes:

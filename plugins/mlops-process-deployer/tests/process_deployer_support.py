@@ -6,11 +6,12 @@ import http.client
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import attrs
+
+from mlops_core.testing.waiting import wait_until  # noqa: F401  (re-exported for the deployer tests)
 
 MLOPS = str(Path(sys.executable).with_name("mlops"))
 #: Inputs every test sends, and what each registered version answers for them.
@@ -69,14 +70,6 @@ def infer(url: str, model: str = "adder", rows: list[list[float]] = ROWS, timeou
         return [round(v, 6) for v in json.loads(data)["outputs"][0]["data"]]
     finally:
         conn.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,9 +18,10 @@ import pytest
 from mlops_core.entities import DeploymentSpec
 from mlops_core.errors import BackendUnavailableError, InvalidInputError, NotFoundError
 from mlops_core.plugins import PluginManager
+from mlops_core.testing.waiting import wait_until
 from mlops_process_deployer import ProcessDeployer, ProcessDeployerConfig
 from mlops_process_deployer import _proc
-from mlops_process_deployer._state import DeploymentState, ServerRecord, StateDir
+from mlops_process_deployer._state import LOCK_FILE, DeploymentState, ServerRecord, StateDir
 from mlops_process_deployer.deployer import tail_lines
 
 
@@ -152,6 +153,18 @@ def test_the_lock_is_exclusive_across_processes(tmp_path: Path) -> None:
         pass
 
 
+def _open_descriptors(path: Path) -> list[str]:
+    """This process's descriptors open on ``path`` (Linux /proc)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == os.path.realpath(path):
+                found.append(fd)
+        except OSError:  # closed meanwhile
+            pass
+    return found
+
+
 def test_a_waiter_does_not_keep_a_lock_on_a_deleted_folder(tmp_path: Path) -> None:
     """delete removes the folder, lock file included; whoever waited must lock the new file, or two could run."""
     import shutil
@@ -168,7 +181,9 @@ def test_a_waiter_does_not_keep_a_lock_on_a_deleted_folder(tmp_path: Path) -> No
     with folder.locked(5):
         t = threading.Thread(target=waiter)
         t.start()
-        time.sleep(0.2)  # the waiter now polls the lock of the file about to be deleted
+        # The waiter polls with the lock file open: wait until it holds that file (ours is the other descriptor).
+        wait_until(lambda: len(_open_descriptors(folder.path / LOCK_FILE)) >= 2, 30,
+                   what="the waiter to open the lock file about to be deleted")
         shutil.rmtree(folder.path)  # what delete does while holding the lock
     assert inside.wait(10)
     try:

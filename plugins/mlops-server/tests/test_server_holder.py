@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from mlops_core.testing.waiting import wait_until
 from mlops_server.listener import HolderError, accept_pending, bind_listener, receive_listener
 from mlops_server_testkit import free_port
 
@@ -98,14 +99,16 @@ def test_servers_share_the_holders_one_queue_and_a_closing_copy_resets_nothing(h
             if len(clients) % 200 == 0:  # accept now and then so the queue never overflows
                 accepted[0] += _queued(new)
 
+    def connected(count: int) -> bool:
+        assert thread.is_alive() or len(clients) >= count, f"the connecting thread stopped early: {errors[:3]}"
+        return len(clients) >= count
+
     thread = threading.Thread(target=connect)
     thread.start()
     try:
-        while len(clients) < 100:
-            time.sleep(0.001)
+        wait_until(lambda: connected(100), 60, what="100 connections before the old listener closes", interval=0.001)
         drained = old.close()  # takes what is queued, then closes its copy
-        while len(clients) < 400:
-            time.sleep(0.001)
+        wait_until(lambda: connected(400), 60, what="400 connections in all", interval=0.001)
         done.set()
         thread.join()
         _wait_queued([new.sock], len(clients) - accepted[0] - len(drained))

@@ -20,6 +20,7 @@ import requests
 import mlops_server_testmodels as tm
 from mlops_server_testkit import free_port, run_server
 from mlops_core.bundle import save_bundle
+from mlops_core.testing.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -202,13 +203,8 @@ def test_reuse_port_lets_two_versions_share_a_port(tmp_path, affine_bundle):
     second = None
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.05)
+        wait_until(lambda: requests.get(url + "/v2/health/ready", timeout=2).status_code == 200, 60,
+                   "the first server to be ready", proc=first, ignore=(requests.RequestException,))
         second = subprocess.Popen(cmd + ["--model-version", "2"])
         seen = set()
         deadline = time.monotonic() + 60

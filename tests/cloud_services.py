@@ -84,17 +84,22 @@ def azurite_command() -> list[str]:
     """The azurite-blob launcher, installed from npm into the cache on first use."""
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-core" / f"azurite-{AZURITE_VERSION}"
     launcher = cache / "node_modules" / ".bin" / "azurite-blob"
-    if not launcher.exists():
+    # The marker is written only after npm finished: an install cut short (timeout, killed run) is redone, not used.
+    complete = cache / ".mlops-installed"
+    if not complete.exists():
         if shutil.which("npm") is None:
             raise RuntimeError("npm is needed to install Azurite (apt-get install npm, or Node.js from nodejs.org)")
-        cache.mkdir(parents=True, exist_ok=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
         with open(cache.parent / f".azurite-{AZURITE_VERSION}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not launcher.exists():
+            if not complete.exists():
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.mkdir(parents=True)
                 done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(cache),
-                                       f"azurite@{AZURITE_VERSION}"], capture_output=True, text=True, timeout=600)
-                if done.returncode != 0:
+                                       f"azurite@{AZURITE_VERSION}"], capture_output=True, text=True, timeout=900)
+                if done.returncode != 0 or not launcher.exists():
                     raise RuntimeError(f"npm install azurite failed: {done.stderr[-2000:]}")
+                complete.write_text(AZURITE_VERSION)
     return [str(launcher)]
 
 

@@ -37,8 +37,9 @@ def _unix_server(path: str) -> socket.socket:
     """Listen on a Unix socket at ``path``; the path appears only once it accepts (bound aside, renamed)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with unix_address(path) as address:
-            staging = f"{address}.{os.getpid()}.tmp"
+        # The staging name is longer than ``path``: it needs its own short name, or a path
+        # just under sun_path's limit binds and its staging twin does not.
+        with unix_address(f"{path}.{os.getpid()}.tmp") as staging, unix_address(path) as address:
             old = os.umask(0o177)
             try:
                 server.bind(staging)

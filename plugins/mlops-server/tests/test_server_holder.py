@@ -307,3 +307,22 @@ def test_connections_queued_when_sigterm_arrives_are_answered(tmp_path, affine_b
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@linux_only
+def test_the_holder_socket_binds_at_every_path_length_around_sun_paths_limit(tmp_path):
+    """Paths just under 108 bytes once failed: the staging name (path + pid + .tmp) overflowed sun_path."""
+    from mlops_server.holder import _unix_server
+
+    base = len(os.fsencode(tmp_path / "x" / "listener.sock"))
+    for length in range(90, 125):
+        folder = tmp_path / ("x" * max(1, length - base + 1))
+        folder.mkdir(exist_ok=True)
+        path = folder / "listener.sock"
+        assert len(os.fsencode(path)) == max(length, base)
+        server = _unix_server(str(path))
+        try:
+            assert path.is_socket() and not list(folder.glob("*.tmp"))
+        finally:
+            server.close()
+            path.unlink()

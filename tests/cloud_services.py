@@ -65,19 +65,11 @@ def _process(argv: list[str], log: Path, env: dict[str, str] | None = None) -> I
 
 @contextlib.contextmanager
 def moto_s3(workdir: Path, bucket: str) -> Iterator[dict]:
-    """A moto S3 server with one bucket; yields the fsspec storage options for it."""
-    import boto3
+    """A moto S3 server with one bucket (the kit's :func:`mlops_core.testing.s3.moto_s3`); yields fsspec options."""
+    from mlops_core.testing.s3 import moto_s3 as kit_moto_s3
 
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    log = workdir / "moto.log"
-    with _process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log, env) as proc:
-        _wait_http(endpoint + "/", proc, log, "moto")
-        boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
-                     region_name="us-east-1").create_bucket(Bucket=bucket)
-        yield {"key": "testing", "secret": "testing", "endpoint_url": endpoint,
-               "client_kwargs": {"region_name": "us-east-1"}}
+    with kit_moto_s3(workdir, bucket) as s3:
+        yield s3.options
 
 
 def azurite_command() -> list[str]:

@@ -92,6 +92,21 @@ def test_resume_after_an_interrupted_run_no_duplicate_no_missing_row(env, tmp_pa
     _assert_exactly_once(out, env["ids"], env["expected"])
 
 
+def test_temporaries_of_killed_writers_are_removed_once_their_partition_is_complete(env, tmp_path):
+    """A writer killed between its write and its rename leaves ``.part-N.parquet.tmp-PID-X``; the next job sweeps it."""
+    out = tmp_path / "out"
+    out.mkdir()
+    leftovers = [out / ".part-00001.parquet.tmp-4242-0badc0de", out / ".part-00003.parquet.tmp-4243-deadbeef"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"PAR1 half a file")
+    unrelated = out / ".notes.tmp-1"  # not a partition's temporary: kept
+    unrelated.write_text("mine")
+    result = api.batch_score(env["uri"], env["data"], out, keys="id", stack=env["stack"])
+    assert result.ok
+    assert not any(p.exists() for p in leftovers) and unrelated.exists()
+    _assert_exactly_once(out, env["ids"], env["expected"])
+
+
 def _register_wrapped(stack: Stack, name: str, model) -> str:
     api.register(name, model, example=make_frame(50).select(list(FEATURES)).to_pandas().to_numpy(), stack=stack)
     return f"models:/{name}"

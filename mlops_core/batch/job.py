@@ -114,7 +114,7 @@ def run_job(s: "Stack", uri: str, input_url: str, output_url: str, *, engine: st
     """Score ``input_url`` into ``output_url``; see :func:`mlops_core.api.batch_score`."""
     from ..errors import InvalidInputError
     from .plan import pending, plan
-    from .worker import check_columns
+    from .worker import check_columns, remove_partial_writes
 
     if not isinstance(max_retries, int) or max_retries < 0:
         raise InvalidInputError(f"max_retries must be a whole number >= 0, not {max_retries!r}")
@@ -176,6 +176,9 @@ def run_job(s: "Stack", uri: str, input_url: str, output_url: str, *, engine: st
             bar.close()
         if owned:
             eng.close()
+    leftovers = remove_partial_writes([t.output_url for t in todo])
+    if leftovers:
+        log.info("removed %d temporary file(s) that killed writers left in %s", leftovers, output_url)
     result = BatchResult(model=model, version=version, engine=engine_name, rows=rows, partitions=len(tasks),
                          skipped=len(tasks) - len(todo), failed=sorted(failed.values(), key=lambda r: r.index),
                          seconds=time.perf_counter() - start, output_url=output_url, retried=retried)

@@ -19,6 +19,7 @@ import attrs
 
 from ..interfaces import BatchEngine
 from ..plugins import hookimpl
+from .settings import address_field, workers_field
 
 __all__ = ["LocalEngine", "LocalConfig"]
 
@@ -28,11 +29,11 @@ class LocalConfig:
     """``[batch] backend = "local"`` settings."""
 
     #: Worker processes (default: the machine's CPU count).
-    workers: int | None = attrs.field(default=None, converter=lambda v: None if v in (None, "") else int(v))
+    workers: int | None = workers_field()
     #: multiprocessing start method: ``spawn`` (default, safe with threads) or ``forkserver``.
     start_method: str = attrs.field(default="spawn", validator=attrs.validators.in_(("spawn", "forkserver")))
     #: Unused by this engine; accepted so ``--address`` gives a clear message instead of a settings error.
-    address: str | None = None
+    address: str | None = address_field()
 
 
 class LocalEngine(BatchEngine):

@@ -85,6 +85,7 @@ def _fetch_bundle(bundle_url: str, digest: str, fresh: bool = False) -> Path:
     if is_local(bundle_url):
         return Path(_local_path(bundle_url))
     dest = _bundle_cache(digest)
+    _remove_stale_copies(dest)
     if fresh and dest.exists():
         shutil.rmtree(dest, ignore_errors=True)
     if dest.is_dir():
@@ -100,6 +101,45 @@ def _fetch_bundle(bundle_url: str, digest: str, fresh: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+#: A half-made bundle copy older than this was left by a killed worker (a copy takes seconds).
+STALE_COPY_S = 3600.0
+
+
+def _remove_stale_copies(dest: Path) -> None:
+    """Remove the ``.<digest>.tmp-*`` folders killed workers left next to ``dest`` (older than an hour)."""
+    cutoff = time.time() - STALE_COPY_S
+    for leftover in dest.parent.glob(f".{dest.name}.tmp-*"):
+        try:
+            if leftover.lstat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def remove_partial_writes(output_urls: Sequence[str]) -> int:
+    """Delete the temporary files killed writers left beside the complete local outputs; returns how many.
+
+    :func:`write_table` writes ``.<name>.tmp-<pid>-<random>`` and renames it over
+    ``<name>``; a worker killed in between leaves the temporary file. The driver calls
+    this when a job has ended: a partition's output is complete then, so any
+    temporary file beside it is dead. Object stores need nothing (one PUT per output).
+    """
+    removed = 0
+    for url in output_urls:
+        if not is_local(url):
+            continue
+        target = Path(_local_path(url))
+        if not target.is_file():
+            continue
+        for leftover in target.parent.glob(f".{target.name}.tmp-*"):
+            try:
+                leftover.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def load_model(bundle_url: str, bundle_digest: str) -> ModelHandle:

@@ -32,21 +32,11 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from mlops_core.batch import PartitionResult, PartitionTask, run_task
+from mlops_core.batch.settings import address_field, workers_field
 from mlops_core.errors import BackendUnavailableError, ConfigError
 from mlops_core.interfaces import BatchEngine
 
 __all__ = ["DaskEngine", "DaskConfig"]
-
-
-def _text(value: Any) -> str | None:
-    return str(value) if value else None
-
-
-_opt_int = attrs.converters.optional(int)  # settings from the environment arrive as text
-
-
-def _at_least(n: int) -> Any:
-    return attrs.validators.optional(attrs.validators.ge(n))
 
 
 @attrs.frozen
@@ -54,9 +44,9 @@ class DaskConfig:
     """``[batch] backend = "dask"`` settings (``--address`` and ``--workers`` of ``mlops batch`` set the first two)."""
 
     #: Scheduler to use, e.g. ``tcp://scheduler:8786``; empty: a LocalCluster the engine starts and stops.
-    address: str | None = attrs.field(default=None, converter=_text)
+    address: str | None = address_field()
     #: Worker processes of the LocalCluster (default: the machine's CPU count). Ignored with ``address``.
-    workers: int | None = attrs.field(default=None, converter=_opt_int, validator=_at_least(1))
+    workers: int | None = workers_field()
     #: Threads per LocalCluster worker. 1 keeps one partition per process at a time (the model is shared
     #: by a process's threads; numpy releases the GIL, so 2+ can help on big machines).
     threads_per_worker: int = attrs.field(default=1, converter=int, validator=attrs.validators.ge(1))

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 import attrs
 
 from mlops_core.batch import PartitionResult, PartitionTask, run_task
+from mlops_core.batch.settings import address_field, at_least, optional_int, optional_text, workers_field
 from mlops_core.errors import BackendUnavailableError, ConfigError
 from mlops_core.interfaces import BatchEngine
 
@@ -42,34 +43,23 @@ __all__ = ["RayEngine", "RayConfig"]
 START_ATTEMPTS = 3
 
 
-def _text(value: Any) -> str | None:
-    return str(value) if value else None
-
-
-_opt_int = attrs.converters.optional(int)  # settings from the environment arrive as text
-
-
-def _at_least(n: int) -> Any:
-    return attrs.validators.optional(attrs.validators.ge(n))
-
-
 @attrs.frozen
 class RayConfig:
     """``[batch] backend = "ray"`` settings (``--address`` and ``--workers`` of ``mlops batch`` set the first two)."""
 
     #: ``auto`` (the cluster this machine belongs to), ``ray://HEAD:10001`` (Ray Client) or ``HEAD:6379``;
     #: empty: a local Ray the engine starts and shuts down.
-    address: str | None = attrs.field(default=None, converter=_text)
+    address: str | None = address_field()
     #: CPUs of the local Ray (default: the machine's CPU count); each partition takes one. Ignored with ``address``.
-    workers: int | None = attrs.field(default=None, converter=_opt_int, validator=_at_least(1))
+    workers: int | None = workers_field()
     #: Times Ray runs a task again when its worker process dies (Ray's ``max_retries``).
     max_retries: int = attrs.field(default=3, converter=int, validator=attrs.validators.ge(0))
     #: The local Ray's session folder (sockets, logs, spilled objects); default: a private folder under /tmp
     #: removed when the engine closes.
-    temp_dir: str | None = attrs.field(default=None, converter=_text)
+    temp_dir: str | None = attrs.field(default=None, converter=optional_text)
     #: Bytes of shared memory for the local Ray's object store (default Ray's: 30% of RAM). Results are small.
-    object_store_memory: int | None = attrs.field(default=None, converter=_opt_int,
-                                               validator=_at_least(78_643_200))
+    object_store_memory: int | None = attrs.field(default=None, converter=optional_int,
+                                               validator=at_least(78_643_200))
 
 
 class RayEngine(BatchEngine):

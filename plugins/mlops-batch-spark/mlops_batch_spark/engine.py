@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import attrs
 
 from mlops_core.batch import PartitionResult, PartitionTask
+from mlops_core.batch.settings import address_field, workers_field
 from mlops_core.errors import BackendUnavailableError, ConfigError
 from mlops_core.interfaces import BatchEngine
 
@@ -54,15 +55,6 @@ def _conf(value: Mapping[str, Any] | str | None) -> dict[str, str]:
     return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
 
-def _workers(value: Any) -> int | None:
-    if value in (None, ""):
-        return None
-    n = int(value)
-    if n < 1:
-        raise ValueError(f"workers must be at least 1, got {n}")
-    return n
-
-
 @attrs.frozen
 class SparkConfig:
     """``[batch] backend = "spark"`` settings.
@@ -79,9 +71,9 @@ class SparkConfig:
     #: The application name shown by the cluster manager.
     app_name: str = "mlops-batch"
     #: A master URL given on the command line (``--address``); overrides ``master``.
-    address: str | None = None
+    address: str | None = address_field()
     #: Parallelism given on the command line (``--workers``).
-    workers: int | None = attrs.field(default=None, converter=_workers)
+    workers: int | None = workers_field()
 
 
 def _first_line(exc: BaseException) -> str:

@@ -7,15 +7,11 @@ import io
 import os
 import posixpath
 import random
-import socket
 import string
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -32,50 +28,16 @@ BUCKET = "mlops-fsspec-test"
 
 
 # ----------------------------------------------------------------- fixtures
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory):
     """A moto S3 server on a free loopback port, with one bucket; stopped at the end of the module."""
     pytest.importorskip("moto.server", reason="moto[server] is not installed (see requirements-test.txt)")
     pytest.importorskip("s3fs", reason="s3fs is not installed (pip install 'mlops-fsspec-storage[s3]')")
-    boto3 = pytest.importorskip("boto3")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    with open(log, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"moto server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(endpoint + "/", timeout=2).close()
-                break
-            except urllib.error.HTTPError:
-                break  # it answered
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto server did not answer on {endpoint}: {log.read_text()[-2000:]}")
-                time.sleep(0.1)
-        client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                              aws_secret_access_key="testing", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield endpoint, client
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    pytest.importorskip("boto3")
+    from mlops_core.testing.s3 import moto_s3
+
+    with moto_s3(tmp_path_factory.mktemp("moto"), BUCKET) as s3:
+        yield s3.endpoint, s3.client
 
 
 def s3_options(endpoint: str) -> dict:

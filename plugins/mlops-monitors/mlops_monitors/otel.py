@@ -48,6 +48,7 @@ from mlops_core.plugins import hookimpl
 
 from ._base import MonitorBase
 from ._worker import BackgroundWorker
+from .prometheus import DEFAULT_LATENCY_BUCKETS
 
 __all__ = ["OtelConfig", "OtelMonitor", "create_monitor"]
 
@@ -145,8 +146,11 @@ class OtelMonitor(MonitorBase):
                                                      description="Rows predicted by successful calls.")
             self._errors = meter.create_counter("mlops.prediction.errors", unit="{call}",
                                                 description="Prediction calls that failed.")
+            # The SDK's default boundaries (0, 5, 10, 25 ... 10000) suit milliseconds: in seconds every
+            # call would land in the first bucket. Same bounds as the prometheus monitor.
             self._duration = meter.create_histogram("mlops.prediction.duration", unit="s",
-                                                    description="Latency of prediction calls.")
+                                                    description="Latency of prediction calls.",
+                                                    explicit_bucket_boundaries_advisory=DEFAULT_LATENCY_BUCKETS)
         self.worker = BackgroundWorker("otel", self._process, maxsize=cfg.queue_size)
 
     def check(self) -> str:

@@ -1,9 +1,9 @@
-"""A real OTLP/HTTP receiver for the otel monitor's tests, run as its own process on a loopback port.
+"""A protocol-level OTLP/HTTP receiver for the otel monitor's tests, run as its own process on a loopback port.
 
-This is **not** a third-party collector: the OpenTelemetry Collector cannot be
-built here (no Go module proxy), Debian's Prometheus (2.42) predates its OTLP
-receiver (2.47), and no packaged Jaeger or Tempo is available. It is a real
-OTLP/HTTP endpoint all the same: it speaks the protocol on the wire
+The third-party receivers are Arize Phoenix (traces, ``phoenix_receiver.py``) and
+VictoriaMetrics (metrics, ``victoria_metrics.py``); they serve back what they
+stored, but not every wire-level field (span kind, the resource on spans, exact
+data points). This receiver checks those: it speaks the protocol on the wire
 (``POST /v1/traces`` and ``/v1/metrics``, ``application/x-protobuf``, optional
 gzip) and decodes every request with the official protobuf definitions
 (``opentelemetry-proto``: ``ExportTraceServiceRequest``,

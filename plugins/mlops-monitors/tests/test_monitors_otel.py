@@ -2,15 +2,17 @@
 
 * **Traces: Arize Phoenix**, a third-party observability server (``phoenix_receiver.py``):
   the spans are checked in what Phoenix stored and serves back through its REST API.
-  This is the real check that any OTLP backend takes our traces.
-* **Metrics, and the wire-level fields Phoenix does not serve back** (the resource's
-  ``service.name``, the OTel span kind): ``otlp_receiver.py``, our own process that
-  decodes each request with the official protobuf definitions (Phoenix takes no
-  metrics; no third-party OTLP metrics receiver installs here, see its docstring).
+* **Metrics: VictoriaMetrics**, a Prometheus-compatible time-series database with an
+  OTLP receiver (``victoria_metrics.py``): the counters and the latency histogram are
+  checked with PromQL in what it decoded and stored. Together these are the real check that any OTLP backend
+  takes our traces and metrics.
+* **The wire-level fields neither serves back** (the resource's ``service.name`` on
+  spans, the OTel span kind, the exact data points): ``otlp_receiver.py``, our own
+  process that decodes each request with the official protobuf definitions.
 
 End to end: a real ``python -m mlops_server`` builds the stack's ``otel`` monitor,
 serves calls that carry a W3C ``traceparent`` and an ``X-Request-ID``; its spans
-land in Phoenix and its metrics at the protocol-level receiver.
+land in Phoenix and its metrics in VictoriaMetrics.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 
 from monitors_fixtures import Service, free_port, wait_until
 from phoenix_receiver import Phoenix
+from victoria_metrics import VictoriaMetrics
 
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
@@ -54,6 +57,20 @@ def phoenix(tmp_path_factory):
     server = Phoenix(tmp_path_factory.mktemp("phoenix"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def metrics_db(tmp_path_factory):
+    """One VictoriaMetrics for the module (tests tell their series apart by model)."""
+    server = VictoriaMetrics(tmp_path_factory.mktemp("victoria-metrics"))
+    yield server
+    server.stop()
+
+
+def _stored_value(db, promql: str, expected: float) -> float:
+    """``promql``'s value once the database has stored it as ``expected`` (exports arrive in the background)."""
+    wait_until(lambda: db.value(promql) == expected, 60, 0.5, f"{promql} == {expected} in VictoriaMetrics")
+    return db.value(promql)
 
 
 def _phoenix_spans(phoenix, model: str, count: int) -> list[dict]:
@@ -143,14 +160,15 @@ def test_monitor_exports_spans_and_metrics_in_process(receiver):
 
 
 @pytest.mark.slow
-def test_spans_are_stored_by_phoenix_and_metrics_reach_their_own_endpoint(phoenix, receiver):
+def test_spans_are_stored_by_phoenix_and_metrics_by_victoria_metrics(phoenix, metrics_db):
     from mlops_core.entities import PredictionEvent
     from mlops_core.plugins import PluginManager
     from mlops_monitors.otel import OtelConfig, OtelMonitor
 
     pm = PluginManager(autoload=False)
     monitor = OtelMonitor(OtelConfig(endpoint="http://127.0.0.1:9", traces_endpoint=phoenix.url + "/v1/traces",
-                                     metrics_endpoint=receiver.url + "/v1/metrics", export_interval_s=60, seed=1))
+                                     metrics_endpoint=metrics_db.otlp_url, service_name="kit-service",
+                                     export_interval_s=60, seed=1))
     pm.register(monitor, name="monitor:otel:0")
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     for i in range(5):
@@ -174,14 +192,21 @@ def test_spans_are_stored_by_phoenix_and_metrics_reach_their_own_endpoint(phoeni
     assert failed["status_code"] == "ERROR" and failed["status_message"] == "ValueError: bad"
     assert failed["attributes"]["error.type"] == "ValueError"
     assert len({s["context"]["trace_id"] for s in spans}) == 5  # calls without a caller trace start their own
-    records = _received(receiver)
-    assert {r["signal"] for r in records} == {"metrics"}  # traces went to Phoenix only
-    # cumulative temporality, exported at flush and again at close: the latest point holds the total
-    assert max(int(p["asInt"]) for p in _metric_points(records, "mlops.requests")) == 5
+    # Stored with Prometheus naming: dots become underscores, counters get _total, seconds a unit suffix,
+    # attributes and the resource's service.name become labels.
+    series = '{service_name="kit-service", mlops_model="phoenix-kit", mlops_model_version="2"}'
+    assert _stored_value(metrics_db, f"mlops_requests_total{series}", 5) == 5
+    assert metrics_db.value(f"mlops_predictions_total{series}") == 12  # 4 good calls x 3 rows
+    assert metrics_db.value(f"mlops_prediction_errors_total{series}") == 1
+    assert metrics_db.value(f"mlops_prediction_duration_seconds_count{series}") == 5
+    assert metrics_db.value(f"mlops_prediction_duration_seconds_sum{series}") == pytest.approx(0.01)
+    # latency buckets in seconds: 2 ms calls are above 1 ms and within 2.5 ms
+    bucket = 'mlops_prediction_duration_seconds_bucket{mlops_model="phoenix-kit", le="%s"}'
+    assert metrics_db.value(bucket % "0.001") == 0 and metrics_db.value(bucket % "0.0025") == 5
 
 
 @pytest.mark.slow
-def test_served_calls_reach_the_receivers_with_the_callers_trace_and_request_id(phoenix, receiver, tmp_path):
+def test_served_calls_reach_the_receivers_with_the_callers_trace_and_request_id(phoenix, metrics_db, tmp_path):
     from mlops_core.bundle import save_bundle
     from sklearn.linear_model import LogisticRegression
 
@@ -190,7 +215,8 @@ def test_served_calls_reach_the_receivers_with_the_callers_trace_and_request_id(
     bundle = save_bundle(LogisticRegression().fit(x, (x[:, 0] > 0).astype(int)), tmp_path / "bundle", example=x[:5])
     stack = tmp_path / "mlops.toml"
     stack.write_text(f'home = "{tmp_path / "home"}"\n[[monitors]]\nbackend = "otel"\n'
-                     f'endpoint = "{receiver.url}"\ntraces_endpoint = "{phoenix.url}/v1/traces"\n'
+                     f'endpoint = "http://127.0.0.1:9"\ntraces_endpoint = "{phoenix.url}/v1/traces"\n'
+                     f'metrics_endpoint = "{metrics_db.otlp_url}"\n'
                      'service_name = "iris-server"\nexport_interval_s = 1.0\n')
     env = {**os.environ, "MLOPS_CONFIG": str(stack)}
     env.pop("MLOPS_PLUGIN_MODULES", None)
@@ -234,16 +260,9 @@ def test_served_calls_reach_the_receivers_with_the_callers_trace_and_request_id(
             assert traced[trace_id]["attributes"]["mlops.request_id"] == trace_id
             assert traced[trace_id]["attributes"]["mlops.model.version"] == "4"
         assert {s["attributes"].get("mlops.request_id") for s in spans} >= {"order-42", "hdr-1"}  # the header wins
-        assert not _spans(_received(receiver))  # traces went to Phoenix only
-
-        def requests_counted():
-            points = _metric_points(_received(receiver), "mlops.requests")
-            # cumulative temporality: the latest point holds the total
-            return points and max(int(p["asInt"]) for p in points) == 22
-
-        wait_until(requests_counted, 60, 0.5, "the request counter at the receiver")
-        points = _metric_points(_received(receiver), "mlops.predictions")
-        assert max(int(p["asInt"]) for p in points) == 44
+        series = '{service_name="iris-server", mlops_model="served-iris", mlops_model_version="4"}'
+        _stored_value(metrics_db, f"mlops_requests_total{series}", 22)
+        assert metrics_db.value(f"mlops_predictions_total{series}") == 44  # 22 calls of 2 rows
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

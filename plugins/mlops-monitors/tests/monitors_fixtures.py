@@ -120,6 +120,26 @@ class MetricsServer:
         self.httpd.server_close()
 
 
+def cached_tool(name: str, ready: Callable[[Path], bool], build: Callable[[Path], None]) -> Path:
+    """``$XDG_CACHE_HOME/mlops-core/<name>`` (default ``~/.cache``), built once by ``build(folder)``.
+
+    For third-party servers the tests fetch on first use (Phoenix's venv, VictoriaMetrics's
+    binary): ``ready(folder)`` says whether a complete build is there; parallel test
+    workers wait on a file lock, so one builds and the others reuse its result.
+    """
+    import fcntl
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-core"
+    folder = cache / name
+    if not ready(folder):
+        cache.mkdir(parents=True, exist_ok=True)
+        with open(cache / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not ready(folder):  # another worker may have finished while we waited
+                build(folder)
+    return folder
+
+
 def _need(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if not path:

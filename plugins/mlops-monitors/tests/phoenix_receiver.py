@@ -17,7 +17,6 @@ file lock, so parallel test workers install it once and later runs reuse it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
@@ -26,7 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from monitors_fixtures import Service, free_port, http_get
+from monitors_fixtures import Service, cached_tool, free_port, http_get
 
 PHOENIX_VERSION = "20.26.1"
 #: Phoenix starts (migrations, UI assets) in ~10 s on an idle machine; far longer on a loaded one.
@@ -38,21 +37,12 @@ def phoenix_python() -> str:
     given = os.environ.get("MLOPS_TEST_PHOENIX_PYTHON")
     if given:
         return given
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-core"
-    venv = cache / f"phoenix-{PHOENIX_VERSION}"
+    venv = cached_tool(f"phoenix-{PHOENIX_VERSION}", lambda folder: (folder / ".installed").exists(), _install)
+    return str(venv / "bin" / "python")
+
+
+def _install(venv: Path) -> None:
     python = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    if not stamp.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with open(cache / f".phoenix-{PHOENIX_VERSION}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not stamp.exists():  # another worker may have finished while we waited
-                _install(venv, python)
-                stamp.touch()
-    return str(python)
-
-
-def _install(venv: Path, python: Path) -> None:
     base = getattr(sys, "_base_executable", sys.executable)
     steps = [[base, "-m", "venv", "--clear", str(venv)],
              [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
@@ -64,6 +54,7 @@ def _install(venv: Path, python: Path) -> None:
                                f"{(done.stderr or done.stdout)[-2000:]}\n"
                                "hint: PyPI must be reachable, or set MLOPS_TEST_PHOENIX_PYTHON to the Python of "
                                f"a virtualenv with arize-phoenix=={PHOENIX_VERSION}")
+    (venv / ".installed").touch()
 
 
 class Phoenix(Service):

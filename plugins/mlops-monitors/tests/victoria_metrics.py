@@ -22,7 +22,6 @@ system. ``MLOPS_TEST_VICTORIA_METRICS`` points at another binary instead.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import shutil
@@ -32,13 +31,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from monitors_fixtures import Service, free_port, http_get, prom_query
+from monitors_fixtures import Service, cached_tool, free_port, http_get, prom_query
 
 VERSION = "1.112.0+ds1-2"
 DEB_PATH = "pool/main/v/victoriametrics/victoria-metrics_1.112.0+ds1-2_amd64.deb"
 DEB_SHA256 = "1d3717f1a8ab5bf690271095dd286730f6fb0761cc8c09c0fc8f529c9838f346"
 MIRROR = os.environ.get("MLOPS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 OTLP_PATH = "/opentelemetry/v1/metrics"
+BINARY = "usr/bin/victoria-metrics"
 
 
 def victoria_metrics_binary() -> str:
@@ -46,16 +46,8 @@ def victoria_metrics_binary() -> str:
     given = os.environ.get("MLOPS_TEST_VICTORIA_METRICS")
     if given:
         return given
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlops-core"
-    home = cache / f"victoria-metrics-{VERSION}"
-    binary = home / "usr" / "bin" / "victoria-metrics"
-    if not binary.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with open(cache / f".victoria-metrics-{VERSION}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not binary.exists():  # another worker may have finished while we waited
-                _fetch(home)
-    return str(binary)
+    home = cached_tool(f"victoria-metrics-{VERSION}", lambda folder: (folder / BINARY).exists(), _fetch)
+    return str(home / BINARY)
 
 
 def _fetch(home: Path) -> None:

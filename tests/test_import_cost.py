@@ -31,6 +31,14 @@ def test_cli_help_imports_nothing_heavy():
     assert not [m for m in HEAVY if m in loaded]
 
 
+def test_cli_help_does_not_load_the_batch_worker():
+    """``mlops --help`` adds ``mlops batch`` but loads its data types and worker only when a job runs."""
+    loaded = _modules_after("import sys; sys.argv = ['mlops', '--help']\n"
+                            "from mlops_core.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass")
+    assert "mlops_core.batch.cli" in loaded
+    assert not {"mlops_core.batch.worker", "mlops_core.batch.types"} & loaded
+
+
 def test_public_api_is_explicit():
     import mlops_core
 
